@@ -1,0 +1,136 @@
+"""Checkpoints: a directory with model.safetensors (EMA weights) and config.json, plus the
+training state for resuming (training_state.safetensors + training_state.json). No pickles.
+
+Every file is written to a temporary name and renamed into place (atomic on POSIX), and
+config.json, written last, records the SHA-256 of the weights, so a half-written or corrupted
+checkpoint is detected on load instead of producing garbage.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+from .model import TextToImageModel
+
+FORMAT, VERSION = "diffuse-checkpoint", 1
+MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+STATE_FILE, STATE_JSON = "training_state.safetensors", "training_state.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _temp_path(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = _temp_path(path)
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    _commit(tmp, path)
+
+
+def write_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write, rename into place, and return the file's SHA-256."""
+    tmp = _temp_path(path)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        digest = sha256_file(tmp)
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+def save_checkpoint(directory: str | Path, model: TextToImageModel, info: dict,
+                    state_tensors: dict[str, torch.Tensor] | None = None, state_info: dict | None = None) -> str:
+    """Save `model` (pass the EMA copy) and, optionally, the training state. Returns the model hash.
+    `info` holds the data summary and training figures that config.json records."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    digest = write_tensors_atomic(d / MODEL_FILE, model.state_dict())
+    if state_tensors is not None:
+        state_digest = write_tensors_atomic(d / STATE_FILE, state_tensors)
+        write_json_atomic(d / STATE_JSON, {**(state_info or {}), "model_sha256": digest, "sha256": state_digest})
+    # config.json last: it is what makes the new weights the checkpoint's weights.
+    write_json_atomic(d / CONFIG_FILE, {"format": FORMAT, "version": VERSION, **model.config(), **info,
+                                        "weights_sha256": digest})
+    return digest
+
+
+def read_config(directory: str | Path) -> dict:
+    d = Path(directory)
+    if not d.exists():
+        raise CheckpointError(f"checkpoint {str(d)!r} does not exist")
+    if not d.is_dir():
+        raise CheckpointError(f"checkpoint {str(d)!r} is not a directory (expected {CONFIG_FILE} and {MODEL_FILE} inside)")
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (d / name).is_file():
+            raise CheckpointError(f"checkpoint {str(d)!r} has no {name}")
+    try:
+        cfg = json.loads((d / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{d / CONFIG_FILE} is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise CheckpointError(f"{d / CONFIG_FILE} is not a diffuse checkpoint config")
+    if cfg.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint version {cfg.get('version')} is not supported (this diffuse reads {VERSION})")
+    return cfg
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[TextToImageModel, dict]:
+    """The model in eval mode and its config; any problem is a one-line CheckpointError."""
+    d = Path(directory)
+    cfg = read_config(d)
+    if sha256_file(d / MODEL_FILE) != cfg.get("weights_sha256"):
+        raise CheckpointError(f"{d / MODEL_FILE} does not match the hash in {CONFIG_FILE}: corrupt or partly written")
+    try:
+        model = TextToImageModel.from_config(cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{d / CONFIG_FILE} describes no model this diffuse can build ({type(e).__name__}: {e})") from None
+    try:
+        weights = load_file(str(d / MODEL_FILE))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{d / MODEL_FILE} is not a readable safetensors file ({e})") from None
+    missing, unexpected = model.state_dict().keys() - weights.keys(), weights.keys() - model.state_dict().keys()
+    if missing or unexpected:
+        raise CheckpointError(f"{d / MODEL_FILE} does not fit its config: {len(missing)} missing and "
+                              f"{len(unexpected)} unexpected tensors (e.g. {sorted(missing or unexpected)[0]})")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{d / MODEL_FILE} does not fit its config: {str(e).splitlines()[-1].strip()}") from None
+    return model.to(device).eval().requires_grad_(False), cfg
+
+
+def load_training_state(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    d = Path(directory)
+    cfg = read_config(d)
+    if not (d / STATE_FILE).is_file() or not (d / STATE_JSON).is_file():
+        raise CheckpointError(f"checkpoint {str(d)!r} has no training state to resume from ({STATE_FILE})")
+    info = json.loads((d / STATE_JSON).read_text())
+    if info.get("model_sha256") != cfg.get("weights_sha256"):
+        raise CheckpointError(f"training state in {str(d)!r} belongs to other weights than {MODEL_FILE}")
+    if sha256_file(d / STATE_FILE) != info.get("sha256"):
+        raise CheckpointError(f"{d / STATE_FILE} is corrupt or partly written")
+    return load_file(str(d / STATE_FILE)), info

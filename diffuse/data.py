@@ -1,0 +1,241 @@
+"""Captioned image data: image folders, procedural shapes and scikit-learn's digits.
+
+Every dataset yields (image, caption) with images as float tensors [3, H, W] in [-1, 1].
+"""
+
+import functools
+import json
+import math
+import random
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from .errors import DataError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy())
+
+
+def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
+    """Scale the shorter side to `size` (Lanczos), then cut the centre square, as diffusers'
+    training scripts do with Resize + CenterCrop."""
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.convert("RGB").resize((nw, nh), Image.LANCZOS)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+@dataclass
+class TensorDataset(torch.utils.data.Dataset):
+    """Images held in memory (the datasets this system trains on in minutes are small)."""
+
+    images: torch.Tensor          # [N, 3, H, W] in [-1, 1]
+    captions: list[str]
+    summary: dict = field(default_factory=dict)  # what the checkpoint records about the data
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.captions[i]
+
+
+# ----------------------------------------------------------------------------- image folders
+
+def _read_metadata(folder: Path) -> dict[Path, str]:
+    """Captions from every metadata.jsonl below `folder` (Hugging Face imagefolder convention:
+    file_name is relative to the metadata file's own folder)."""
+    captions = {}
+    for meta in sorted(folder.rglob("metadata.jsonl")):
+        for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                name, text = row["file_name"], row["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError(f"{meta}:{n}: expected a JSON object with 'file_name' and 'text'") from None
+            captions[(meta.parent / name).resolve()] = str(text)
+    return captions
+
+
+def load_image_folder(path: str | Path, size: int) -> TensorDataset:
+    """All images below `path` with a caption (metadata.jsonl or a .txt file beside the image),
+    resized and centre-cropped to `size`. Unreadable files and images without captions are
+    skipped, counted and reported; no usable image at all is an error."""
+    folder = Path(path)
+    if not folder.exists():
+        raise DataError(f"data path {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise DataError(f"data path {str(folder)!r} is not a folder")
+    meta = _read_metadata(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    images, captions, uncaptioned, unreadable = [], [], 0, 0
+    for f in files:
+        caption = meta.get(f.resolve())
+        if caption is None and f.with_suffix(".txt").is_file():
+            caption = f.with_suffix(".txt").read_text(encoding="utf-8", errors="replace").strip()
+        if caption is None:
+            uncaptioned += 1
+            continue
+        try:
+            with Image.open(f) as img:
+                img.load()
+                images.append(pil_to_tensor(resize_center_crop(img, size)))
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            unreadable += 1
+            continue
+        captions.append(caption)
+    if uncaptioned or unreadable:
+        warnings.warn(f"skipped {uncaptioned} image(s) without a caption and {unreadable} unreadable "
+                      f"file(s) in {folder}", stacklevel=2)
+    if not images:
+        raise DataError(f"no usable captioned images in {str(folder)!r} ({len(files)} image file(s), "
+                        f"{uncaptioned} without caption, {unreadable} unreadable); captions come from "
+                        f"metadata.jsonl lines {{\"file_name\", \"text\"}} or .txt files beside the images")
+    summary = {"kind": "folder", "path": str(folder), "images": len(images), "skipped_uncaptioned": uncaptioned,
+               "skipped_unreadable": unreadable, "size": size}
+    return TensorDataset(torch.stack(images), captions, summary)
+
+
+# ----------------------------------------------------------------------------- procedural shapes
+
+SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
+COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230), "yellow": (240, 220, 40),
+          "purple": (150, 60, 200), "orange": (245, 140, 30), "cyan": (40, 210, 220), "pink": (245, 130, 190)}
+BACKGROUNDS = {"black": (15, 15, 15), "white": (240, 240, 240), "gray": (128, 128, 128), "navy": (20, 30, 80)}
+SIZES = {"small": 0.22, "large": 0.40}  # radius as a share of the image side
+POSITIONS = {"center": (0.5, 0.5), "top left": (0.3, 0.3), "top right": (0.7, 0.3),
+             "bottom left": (0.3, 0.7), "bottom right": (0.7, 0.7)}
+TEMPLATES = (
+    "a {size} {color} {shape} on a {background} background",
+    "a {color} {shape} in the {position}, {background} background",
+    "{size} {color} {shape}, {position}, on {background}",
+    "a picture of a {size} {color} {shape} in the {position} on a {background} background",
+    "{color} {shape}",
+    "a {shape} colored {color} against {background}",
+)
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    shape: str
+    color: str
+    background: str
+    size: str
+    position: str
+
+    def caption(self, template: str) -> str:
+        return template.format(**self.__dict__)
+
+
+def _shape_points(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tuple[float, float]]:
+    def ring(n, radii, phase):
+        return [(cx + radii[k % len(radii)] * r * math.sin(phase + 2 * math.pi * k / n),
+                 cy - radii[k % len(radii)] * r * math.cos(phase + 2 * math.pi * k / n)) for k in range(n)]
+    if shape == "square":
+        return ring(4, [1.25], math.pi / 4 + rot)
+    if shape == "diamond":
+        return ring(4, [1.25], rot)
+    if shape == "triangle":
+        return [(x, y + 0.15 * r) for x, y in ring(3, [1.3], rot)]
+    if shape == "star":
+        return ring(10, [1.3, 0.55], rot)
+    if shape == "cross":
+        a, b = 1.1, 0.38
+        pts = [(b, a), (b, b), (a, b), (a, -b), (b, -b), (b, -a), (-b, -a), (-b, -b), (-a, -b), (-a, b), (-b, b), (-b, a)]
+        c, s = math.cos(rot), math.sin(rot)
+        return [(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in pts]
+    raise ValueError(shape)
+
+
+def render_shape(spec: ShapeSpec, size: int, rng: random.Random) -> Image.Image:
+    """Draw at 4x and downsample, for anti-aliased edges; small jitter of place, size, rotation
+    and colour keeps the data from being 1,920 exact copies."""
+    s = 4 * size
+    jitter = lambda v, amount: tuple(int(min(255, max(0, c + rng.randint(-amount, amount)))) for c in v)
+    img = Image.new("RGB", (s, s), jitter(BACKGROUNDS[spec.background], 8))
+    draw = ImageDraw.Draw(img)
+    px, py = POSITIONS[spec.position]
+    cx, cy = (px + rng.uniform(-0.04, 0.04)) * s, (py + rng.uniform(-0.04, 0.04)) * s
+    r = SIZES[spec.size] * (0.5 if spec.position != "center" else 0.65) * s * rng.uniform(0.9, 1.1)
+    color = jitter(COLORS[spec.color], 15)
+    if spec.shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
+    else:
+        draw.polygon(_shape_points(spec.shape, cx, cy, r, rng.uniform(-0.15, 0.15)), fill=color)
+    return img.resize((size, size), Image.LANCZOS)
+
+
+@functools.lru_cache(maxsize=8)
+def shape_specs(exclude: frozenset = frozenset()) -> tuple[ShapeSpec, ...]:
+    """Every attribute combination, less the (shape, color) pairs in `exclude`."""
+    return tuple(ShapeSpec(sh, co, bg, sz, po) for sh in SHAPES for co in COLORS for bg in BACKGROUNDS
+                 for sz in SIZES for po in POSITIONS if (sh, co) not in exclude)
+
+
+def draw_shape(index: int, size: int, seed: int, exclude: frozenset = frozenset()) -> tuple[Image.Image, str, ShapeSpec]:
+    """Item `index` of the shapes stream with `seed`: the same triple on every machine."""
+    rng = random.Random(f"shapes-{seed}-{index}")
+    specs = shape_specs(exclude)
+    spec = specs[rng.randrange(len(specs))]
+    return render_shape(spec, size, rng), spec.caption(rng.choice(TEMPLATES)), spec
+
+
+def load_shapes(size: int = 32, n: int = 20000, seed: int = 0, exclude: frozenset = frozenset()) -> TensorDataset:
+    images, captions = [], []
+    for i in range(n):
+        img, caption, _ = draw_shape(i, size, seed, exclude)
+        images.append(pil_to_tensor(img))
+        captions.append(caption)
+    summary = {"kind": "shapes", "images": n, "seed": seed, "size": size, "exclude": sorted(map(list, exclude))}
+    return TensorDataset(torch.stack(images), captions, summary)
+
+
+# ----------------------------------------------------------------------------- digits
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DIGIT_TEMPLATES = ("the digit {d}", "a handwritten {d}", "the number {w}", "a handwritten digit {w}", "{w}")
+
+
+def load_digits(size: int = 32, seed: int = 0) -> TensorDataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images), upscaled bicubically to `size`, white
+    on black, each with a caption naming its class."""
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError:
+        raise DataError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
+    data = sk_digits()
+    rng = random.Random(f"digits-{seed}")
+    images, captions = [], []
+    for pixels, label in zip(data.images, data.target):
+        img = Image.fromarray((pixels * (255 / 16)).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+        images.append(pil_to_tensor(img))
+        captions.append(rng.choice(DIGIT_TEMPLATES).format(d=int(label), w=DIGIT_WORDS[label]))
+    summary = {"kind": "digits", "images": len(captions), "seed": seed, "size": size}
+    return TensorDataset(torch.stack(images), captions, summary)
+
+
+def load_dataset(spec: str, size: int, seed: int = 0, shapes: int = 20000) -> TensorDataset:
+    """`shapes` (that many drawn), `digits`, or a path to an image folder."""
+    if spec == "shapes":
+        return load_shapes(size, n=shapes, seed=seed)
+    if spec == "digits":
+        return load_digits(size, seed=seed)
+    return load_image_folder(spec, size)

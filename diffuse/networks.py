@@ -1,0 +1,207 @@
+"""A pixel-space UNet with noise-level embedding, self-attention and cross-attention to text.
+
+The layout follows DDPM / ADM (Ho et al. 2020; Dhariwal & Nichol 2021): residual blocks at each
+resolution, stride-2 convolutions down and nearest upsampling up, skip connections between
+mirrored blocks, and attention at the resolutions named in the config. The noise level enters as
+a sinusoidal embedding of c_noise, with the pooled text vector added to it, and scales and shifts
+every residual block (ADM's adaptive group norm).
+"""
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    image_size: int = 32                          # training resolution (square)
+    in_channels: int = 3                          # RGB
+    channels: int = 64                            # width of the first level
+    channel_mult: tuple[int, ...] = (1, 2, 2)     # width multiplier per level; level k is image_size / 2^k
+    num_res_blocks: int = 2                       # residual blocks per level (down path)
+    attn_resolutions: tuple[int, ...] = (16, 8)   # resolutions with self- and cross-attention
+    head_channels: int = 32                       # channels per attention head
+    text_width: int = 128                         # width of the text encoder's tokens
+    dropout: float = 0.0                          # dropout inside residual blocks
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        d = dict(d)
+        for k in ("channel_mult", "attn_resolutions"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+    @property
+    def stride(self) -> int:
+        """Image sides must be multiples of this."""
+        return 2 ** (len(self.channel_mult) - 1)
+
+
+# Size presets, one line each (EDM2 style). Measured on 2 CPU cores: see benchmarks/RESULTS.md.
+PRESETS: dict[str, dict] = {
+    "tiny":   dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), text_width=32),
+    "small":  dict(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16, 8), text_width=64),
+    "medium": dict(channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16, 8), text_width=128),
+    "large":  dict(channels=96, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16, 8), text_width=256),
+}
+
+
+def preset(name: str, image_size: int = 32) -> UNetConfig:
+    from .errors import DiffuseError
+    if name not in PRESETS:
+        raise DiffuseError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    cfg = UNetConfig(image_size=image_size, **PRESETS[name])
+    if image_size == 64:  # one more level so the attention resolutions keep the same meaning
+        cfg = replace(cfg, channel_mult=cfg.channel_mult + (cfg.channel_mult[-1],))
+    return cfg
+
+
+def norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, ch // 4), ch)
+
+
+def noise_embedding(c_noise: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding (Vaswani et al. 2017) of c_noise = ln(sigma) / 4, scaled so that the
+    useful range of sigma (about -2..1.5 after scaling) spans many periods."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=c_noise.device) / half)
+    args = (c_noise.float() * 250)[:, None] * freqs[None]  # 250 = 1000 / 4: DDPM's timestep range
+    return torch.cat([args.cos(), args.sin()], dim=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1, self.conv1 = norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * cout)
+        self.norm2, self.conv2 = norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (ADM)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        h = F.silu(self.norm2(h) * (1 + scale) + shift)  # adaptive group norm (ADM, sec. 3)
+        return self.skip(x) + self.conv2(self.dropout(h))
+
+
+class AttnBlock(nn.Module):
+    """Self-attention over pixels, then cross-attention from pixels to text tokens."""
+
+    def __init__(self, ch: int, text_width: int, head_channels: int):
+        super().__init__()
+        self.heads = max(1, ch // head_channels)
+        self.norm1, self.qkv, self.proj1 = norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
+        self.norm2, self.q, self.proj2 = norm(ch), nn.Conv2d(ch, ch, 1), nn.Conv2d(ch, ch, 1)
+        self.kv = nn.Linear(text_width, 2 * ch)
+        for p in (self.proj1, self.proj2):
+            nn.init.zeros_(p.weight)
+            nn.init.zeros_(p.bias)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:  # [B, C, L] -> [B, heads, L, C/heads]
+        b, c, n = t.shape
+        return t.reshape(b, self.heads, c // self.heads, n).transpose(2, 3)
+
+    def _merge(self, t: torch.Tensor, shape) -> torch.Tensor:
+        return t.transpose(2, 3).reshape(shape)
+
+    def forward(self, x: torch.Tensor, cond) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, 3 * c, h * w).chunk(3, dim=1)
+        a = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
+        x = x + self.proj1(self._merge(a, x.shape))
+        if cond is not None:
+            q = self._heads(self.q(self.norm2(x)).reshape(b, c, h * w))
+            k, v = self.kv(cond.tokens.to(x.dtype)).transpose(1, 2).chunk(2, dim=1)
+            mask = cond.mask[:, None, None, :]
+            a = F.scaled_dot_product_attention(q, self._heads(k), self._heads(v), attn_mask=mask)
+            x = x + self.proj2(self._merge(a, x.shape))
+        return x
+
+
+class Level(nn.Module):
+    """One block of a UNet path: a residual block, optionally followed by attention."""
+
+    def __init__(self, cin: int, cout: int, cfg: UNetConfig, emb_dim: int, attn: bool):
+        super().__init__()
+        self.res = ResBlock(cin, cout, emb_dim, cfg.dropout)
+        self.attn = AttnBlock(cout, cfg.text_width, cfg.head_channels) if attn else None
+
+    def forward(self, x, emb, cond):
+        x = self.res(x, emb)
+        return self.attn(x, cond) if self.attn is not None else x
+
+
+class UNet(nn.Module):
+    """F(x_in, c_noise, cond) -> output of the same shape as x_in (see denoiser.py)."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch, emb_dim = cfg.channels, 4 * cfg.channels
+        self.emb = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.text_emb = nn.Linear(cfg.text_width, emb_dim)
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        skips, cur, res = [ch], ch, cfg.image_size
+        for lvl, mult in enumerate(cfg.channel_mult):
+            blocks = nn.ModuleList()
+            for _ in range(cfg.num_res_blocks):
+                blocks.append(Level(cur, ch * mult, cfg, emb_dim, res in cfg.attn_resolutions))
+                cur = ch * mult
+                skips.append(cur)
+            self.down.append(blocks)
+            last = lvl == len(cfg.channel_mult) - 1
+            self.downsample.append(nn.Identity() if last else nn.Conv2d(cur, cur, 3, stride=2, padding=1))
+            if not last:
+                skips.append(cur)
+                res //= 2
+
+        self.mid = nn.ModuleList([Level(cur, cur, cfg, emb_dim, True), Level(cur, cur, cfg, emb_dim, False)])
+
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for lvl, mult in reversed(list(enumerate(cfg.channel_mult))):
+            blocks = nn.ModuleList()
+            for _ in range(cfg.num_res_blocks + 1):
+                blocks.append(Level(cur + skips.pop(), ch * mult, cfg, emb_dim, res in cfg.attn_resolutions))
+                cur = ch * mult
+            self.up.append(blocks)
+            self.upsample.append(nn.Conv2d(cur, cur, 3, padding=1) if lvl > 0 else nn.Identity())
+            if lvl > 0:
+                res *= 2
+
+        self.norm_out, self.conv_out = norm(cur), nn.Conv2d(cur, cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond=None) -> torch.Tensor:
+        emb = self.emb(noise_embedding(c_noise, self.cfg.channels).to(x.dtype))
+        if cond is not None:
+            emb = emb + self.text_emb(cond.pooled.to(x.dtype))
+        emb = F.silu(emb)
+        h = self.conv_in(x)
+        skips = [h]
+        for blocks, down in zip(self.down, self.downsample):
+            for block in blocks:
+                h = block(h, emb, cond)
+                skips.append(h)
+            if not isinstance(down, nn.Identity):
+                h = down(h)
+                skips.append(h)
+        for block in self.mid:
+            h = block(h, emb, cond)
+        for blocks, up in zip(self.up, self.upsample):
+            for block in blocks:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb, cond)
+            if not isinstance(up, nn.Identity):
+                h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,61 @@
+"""Noise schedules: descending sigma tensors that end in exactly 0.
+
+A schedule of `n` steps has `n + 1` entries: sigma_0 = sigma_max > ... > sigma_{n-1} = sigma_min,
+then a final 0 so that the last step lands on the denoised image (Karras et al. 2022, sec. 3).
+"""
+
+import math
+
+import torch
+
+SIGMA_MIN = 0.002  # EDM defaults (Karras et al. 2022, table 1)
+SIGMA_MAX = 80.0
+
+
+def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def karras_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
+                  rho: float = 7.0) -> torch.Tensor:
+    """EDM eq. 5: sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho."""
+    _check(n, sigma_min, sigma_max)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return append_zero((hi + ramp * (lo - hi)) ** rho).float()
+
+
+def exponential_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX) -> torch.Tensor:
+    """Steps evenly spaced in log sigma (the log-SNR uniform schedule of DPM-Solver, Lu et al. 2022)."""
+    _check(n, sigma_min, sigma_max)
+    steps = torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)
+    return append_zero(steps.exp()).float()
+
+
+def vp_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
+              beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+    """The VP-SDE schedule (Song et al. 2021) in sigma form, EDM table 1:
+    sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), t uniform from 1 down to eps_s,
+    clipped to [sigma_min, sigma_max] so that every schedule honours the same range."""
+    _check(n, sigma_min, sigma_max)
+    t = torch.linspace(1, eps_s, n, dtype=torch.float64)
+    sigmas = torch.sqrt(torch.exp(beta_d * t ** 2 / 2 + beta_min * t) - 1)
+    return append_zero(sigmas.clamp(sigma_min, sigma_max)).float()
+
+
+SCHEDULES = {"karras": karras_sigmas, "exponential": exponential_sigmas, "vp": vp_sigmas}
+
+
+def get_sigmas(name: str, n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX) -> torch.Tensor:
+    from .errors import RequestError
+    if name not in SCHEDULES:
+        raise RequestError(f"unknown schedule {name!r}: choose one of {', '.join(SCHEDULES)}")
+    return SCHEDULES[name](n, sigma_min, sigma_max)
+
+
+def _check(n: int, sigma_min: float, sigma_max: float) -> None:
+    from .errors import RequestError
+    if n < 1:
+        raise RequestError(f"steps must be at least 1, got {n}")
+    if not 0 < sigma_min < sigma_max:
+        raise RequestError(f"need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}")

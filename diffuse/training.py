@@ -1,0 +1,266 @@
+"""Training: EDM loss, AdamW, EMA, caption dropout, previews, atomic checkpoints, exact resume.
+
+Everything random in a run (data order, caption dropout, noise levels, noise) comes from the run
+seed and the number of images seen, or from generators whose state the checkpoint stores, so a
+run stopped and resumed gives the very same weights as one that never stopped.
+"""
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import CONFIG_FILE, load_checkpoint, load_training_state, read_config, save_checkpoint
+from .data import TensorDataset, load_dataset
+from .denoiser import EDMLoss
+from .errors import DiffuseError
+from .model import TextToImageModel
+from .networks import preset
+
+
+@dataclass
+class TrainConfig:
+    data: str                          # "shapes", "digits" or an image folder
+    out: str                           # run directory: the checkpoint, log.jsonl and previews/
+    preset: str = "small"              # network size, see networks.PRESETS
+    image_size: int = 32               # 32 or 64
+    batch_size: int = 32
+    lr: float = 1e-3                   # AdamW peak learning rate
+    weight_decay: float = 0.0
+    warmup_steps: int = 200            # linear learning-rate warm-up
+    minutes: float | None = None       # wall-clock budget of this invocation
+    steps: int | None = None           # total optimizer steps of the run (counts resumed steps)
+    ema_halflife_kimg: float = 2.0     # EMA half-life in thousands of images (EDM's ema_halflife_kimg)
+    ema_rampup: float = 0.1            # early on, half-life <= this share of the images seen (EDM)
+    caption_dropout: float = 0.1       # share of captions replaced by "" so guidance has an unconditional model
+    p_mean: float = -1.2               # log-normal sigma distribution of the loss (EDM table 1)
+    p_std: float = 1.2
+    seed: int = 0
+    data_size: int = 20000             # images drawn for the procedural datasets (shapes)
+    precision: str = "auto"            # auto | fp32 | bf16 (auto: bf16 on CUDA, fp32 on CPU where bf16 measured slower)
+    device: str = "cpu"
+    preview_every: int = 500           # steps between preview grids (0: none)
+    checkpoint_every: int = 1000       # steps between checkpoints (0: only at the end)
+    log_every: int = 10
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.minutes is None and self.steps is None:
+            raise DiffuseError("give a budget: --minutes or --steps")
+        for name in ("batch_size",):
+            if getattr(self, name) < 1:
+                raise DiffuseError(f"{name} must be at least 1")
+        if self.steps is not None and self.steps < 1:
+            raise DiffuseError("steps must be at least 1")
+        if self.minutes is not None and not self.minutes > 0:
+            raise DiffuseError("minutes must be positive")
+        if not self.lr > 0:
+            raise DiffuseError(f"learning rate must be positive, got {self.lr}")
+        if self.image_size not in (32, 64):
+            raise DiffuseError(f"image size must be 32 or 64, got {self.image_size}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise DiffuseError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if not 0 <= self.caption_dropout < 1:
+            raise DiffuseError("caption dropout must be in [0, 1)")
+
+
+# Fields that define what is trained; resuming with others would not continue the same run.
+RUN_IDENTITY = ("data", "preset", "image_size", "seed", "data_size")
+
+
+def epoch_permutation(n: int, epoch: int, seed: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def batch_indices(n: int, start: int, count: int, seed: int) -> torch.Tensor:
+    """Dataset indices of stream positions start .. start+count-1: epoch after epoch, each a
+    fresh permutation, so the order depends only on the seed and the number of images seen."""
+    out, pos = [], start
+    while len(out) < count:
+        epoch, offset = divmod(pos, n)
+        take = min(count - len(out), n - offset)
+        out.extend(epoch_permutation(n, epoch, seed)[offset: offset + take].tolist())
+        pos += take
+    return torch.tensor(out)
+
+
+def ema_beta(batch: int, images_seen: int, halflife_kimg: float, rampup: float) -> float:
+    """EMA decay per step for a half-life counted in images (EDM training_loop.py)."""
+    halflife = halflife_kimg * 1000
+    if rampup:
+        halflife = min(halflife, images_seen * rampup)
+    return 0.5 ** (batch / max(halflife, 1e-8))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p.detach(), 1 - beta)
+
+
+def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
+    if precision == "bf16" or (precision == "auto" and device.startswith("cuda")):
+        return torch.bfloat16
+    return None  # fp32: on this CPU bf16 autocast measured 3-10x slower (benchmarks/RESULTS.md)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        if (self.out / CONFIG_FILE).exists() and not cfg.resume:
+            raise DiffuseError(f"{self.out} already holds a checkpoint: pass --resume to continue it or choose another output")
+        state = None
+        if cfg.resume:
+            saved = read_config(self.out)  # fails clearly when there is nothing to resume
+            state_tensors, state = load_training_state(self.out)
+            for k in RUN_IDENTITY:
+                if state["train"][k] != getattr(cfg, k):
+                    raise DiffuseError(f"cannot resume: the run used {k}={state['train'][k]!r}, not {getattr(cfg, k)!r}")
+        self.data: TensorDataset = load_dataset(cfg.data, cfg.image_size, seed=cfg.seed, shapes=cfg.data_size)
+        if state is None:
+            torch.manual_seed(cfg.seed)
+            self.model = TextToImageModel.create(preset(cfg.preset, cfg.image_size), self.data.captions)
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        else:
+            self.ema, _ = load_checkpoint(self.out)
+            self.model = TextToImageModel.from_config(saved)
+            self.model.load_state_dict({k[6:]: v for k, v in state_tensors.items() if k.startswith("model.")})
+        self.model.to(cfg.device).train()
+        self.ema.to(cfg.device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # caption dropout, sigmas, noise
+        self.loss_fn = EDMLoss(cfg.p_mean, cfg.p_std, self.model.denoiser.sigma_data)
+        self.step, self.images_seen, self.elapsed = 0, 0, 0.0
+        if state is not None:
+            self._restore(state_tensors, state)
+        self.amp = autocast_dtype(cfg.precision, cfg.device)
+
+    # -------------------------------------------------------------- state
+    def _state(self) -> tuple[dict, dict]:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        opt = self.opt.state_dict()
+        for idx, st in opt["state"].items():
+            for name, v in st.items():
+                tensors[f"optim.{idx}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        tensors["rng.train"] = self.gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        info = {"step": self.step, "images_seen": self.images_seen, "elapsed_s": self.elapsed,
+                "param_groups": opt["param_groups"], "train": asdict(self.cfg)}
+        return tensors, info
+
+    def _restore(self, tensors: dict, info: dict) -> None:
+        state: dict = {}
+        for key, v in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = v
+        self.opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+        for g in self.opt.param_groups:  # a resumed run may change its learning rate
+            g["lr"] = self.cfg.lr
+        self.gen.set_state(tensors["rng.train"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step, self.images_seen, self.elapsed = info["step"], info["images_seen"], info["elapsed_s"]
+        self._truncate_log(self.step)
+
+    def save(self) -> None:
+        tensors, info = self._state()
+        summary = {"data": self.data.summary, "training": {
+            "steps": self.step, "images_seen": self.images_seen, "elapsed_s": round(self.elapsed, 1),
+            "batch_size": self.cfg.batch_size, "lr": self.cfg.lr, "preset": self.cfg.preset,
+            "ema_halflife_kimg": self.cfg.ema_halflife_kimg, "caption_dropout": self.cfg.caption_dropout}}
+        save_checkpoint(self.out, self.ema, summary, tensors, info)
+
+    # -------------------------------------------------------------- logging
+    def _log(self, row: dict) -> None:
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log rows of an interrupted run past the checkpoint it resumes from."""
+        path = self.out / "log.jsonl"
+        if path.exists():
+            rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r).get("step", 0) <= step]
+            path.write_text("".join(r + "\n" for r in rows))
+
+    def preview(self) -> None:
+        from .pipeline import GenerateRequest, Pipeline, image_grid
+        prompts = list(dict.fromkeys(self.data.captions))[:4]
+        pipe = Pipeline(self.ema)
+        images = []
+        for p in prompts:
+            images += pipe.generate(GenerateRequest(prompt=p, n=4, seed=0, steps=16))
+        (self.out / "previews").mkdir(exist_ok=True)
+        image_grid(images, cols=4).save(self.out / "previews" / f"step_{self.step:07d}.png")
+        (self.out / "previews" / "prompts.txt").write_text("\n".join(prompts) + "\n")
+
+    # -------------------------------------------------------------- the loop
+    def train_step(self) -> float:
+        cfg, b = self.cfg, self.cfg.batch_size
+        idx = batch_indices(len(self.data), self.images_seen, b, cfg.seed)
+        images = self.data.images[idx].to(cfg.device)
+        drop = torch.rand(b, generator=self.gen) < cfg.caption_dropout
+        captions = ["" if d else self.data.captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
+        sigma = self.loss_fn.sample_sigma(b, self.gen).to(cfg.device)
+        noise = torch.randn(images.shape, generator=self.gen).to(cfg.device)
+        lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast(cfg.device.split(":")[0], dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            loss = self.loss_fn(self.model, images, self.model.encode(captions), sigma, noise).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.images_seen += b
+        self.step += 1
+        update_ema(self.ema, self.model, ema_beta(b, self.images_seen, cfg.ema_halflife_kimg, cfg.ema_rampup))
+        return loss.item()
+
+    def run(self) -> Path:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes else math.inf
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+        window_t, window_imgs, losses = time.monotonic(), 0, []
+        try:
+            while (cfg.steps is None or self.step < cfg.steps) and time.monotonic() < deadline:
+                t0 = time.monotonic()
+                losses.append(self.train_step())
+                self.elapsed += time.monotonic() - t0
+                window_imgs += cfg.batch_size
+                bar.update(1)
+                if self.step % cfg.log_every == 0:
+                    now = time.monotonic()
+                    ips = window_imgs / max(now - window_t, 1e-9)
+                    loss = sum(losses) / len(losses)
+                    bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.1f}")
+                    self._log({"step": self.step, "images": self.images_seen, "loss": loss, "images_per_s": ips,
+                               "lr": self.opt.param_groups[0]["lr"], "elapsed_s": round(self.elapsed, 2)})
+                    window_t, window_imgs, losses = now, 0, []
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save()
+                if cfg.preview_every and self.step % cfg.preview_every == 0:
+                    self.preview()
+        except KeyboardInterrupt:
+            self.save()
+            bar.close()
+            raise
+        bar.close()
+        self.save()
+        if cfg.preview_every:
+            self.preview()
+        return self.out
+
+
+def train(cfg: TrainConfig) -> Path:
+    return Trainer(cfg).run()
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
