@@ -32,7 +32,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3                   # AdamW peak learning rate
     weight_decay: float = 0.0
-    warmup_steps: int = 200            # linear learning-rate warm-up
+    warmup_steps: int = 50             # linear learning-rate warm-up
     minutes: float | None = None       # wall-clock budget of this invocation
     steps: int | None = None           # total optimizer steps of the run (counts resumed steps)
     ema_halflife_kimg: float = 2.0     # EMA half-life in thousands of images (EDM's ema_halflife_kimg)

@@ -1,0 +1,172 @@
+"""The `diffuse` command: train, generate, info.
+
+Errors in the user's input print one line, `diffuse: error: ...`, and exit with code 2.
+"""
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import DiffuseError
+from .networks import PRESETS
+from .samplers import SAMPLERS
+from .schedules import SCHEDULES
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model on captioned images",
+                       description="Train a text-to-image model. DATA is 'shapes' (procedural captioned shapes), "
+                                   "'digits' (scikit-learn's digits) or an image folder with captions "
+                                   "(metadata.jsonl lines {\"file_name\", \"text\"} or a .txt file beside each image).")
+    p.add_argument("--data", required=True, help="shapes, digits or a path to an image folder")
+    p.add_argument("--out", required=True, help="run directory for the checkpoint, log.jsonl and previews/")
+    p.add_argument("--preset", default="small", choices=list(PRESETS), help="network size (default: small)")
+    p.add_argument("--size", type=int, default=32, choices=[32, 64], help="image size (default: 32)")
+    budget = p.add_argument_group("budget (at least one)")
+    budget.add_argument("--minutes", type=float, help="wall-clock minutes for this invocation")
+    budget.add_argument("--steps", type=int, help="total optimizer steps of the run (resumed steps count)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="run seed: data order, noise (default: 0)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="autocast: auto = bf16 on CUDA, fp32 on CPU (default: auto)")
+    p.add_argument("--preview-every", type=int, default=500, help="steps between preview grids, 0 for none (default: 500)")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: 1000)")
+    p.add_argument("--data-size", type=int, default=20000, help="images drawn for 'shapes' (default: 20000)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_generate(sub):
+    p = sub.add_parser("generate", help="generate images from a prompt",
+                       description="Generate images from a text prompt. Each image k gets seed+k and the PNG "
+                                   "records every parameter that made it.")
+    p.add_argument("prompt", help="what to draw")
+    p.add_argument("--model", required=True, help="checkpoint directory (from diffuse train)")
+    p.add_argument("--negative-prompt", default="", help="what guidance steers away from")
+    p.add_argument("-n", "--num", type=int, default=1, help="number of images (default: 1)")
+    p.add_argument("--seed", type=int, help="seed of the first image (default: random)")
+    p.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
+    p.add_argument("--sampler", default="dpmpp_2m", choices=list(SAMPLERS), help="default: dpmpp_2m")
+    p.add_argument("--schedule", default="karras", choices=list(SCHEDULES), help="sigma schedule (default: karras)")
+    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale; 1 = off (default: 3)")
+    p.add_argument("--eta", type=float, help="noise for ddim (default 0) and euler_ancestral (default 1)")
+    p.add_argument("--width", type=int, help="default: the model's size")
+    p.add_argument("--height", type=int, help="default: the model's size")
+    p.add_argument("--out", default="outputs", help="a folder, or a .png file name (default: outputs/)")
+    p.add_argument("--grid", action="store_true", help="also write all images as one grid")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="show what a checkpoint holds",
+                       description="Show a checkpoint's network, text encoder, training data and steps.")
+    p.add_argument("model", help="checkpoint directory")
+    p.add_argument("--json", action="store_true", help="print config.json's summary as JSON")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="diffuse", description="Train text-to-image diffusion models and generate images.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _add_train(sub)
+    _add_generate(sub)
+    _add_info(sub)
+    return parser
+
+
+def cmd_train(a) -> None:
+    from .training import TrainConfig, train
+    cfg = TrainConfig(data=a.data, out=a.out, preset=a.preset, image_size=a.size, batch_size=a.batch_size, lr=a.lr,
+                      minutes=a.minutes, steps=a.steps, seed=a.seed, precision=a.precision,
+                      preview_every=a.preview_every, checkpoint_every=a.checkpoint_every, data_size=a.data_size,
+                      resume=a.resume, progress=not a.quiet)
+    out = train(cfg)
+    print(f"saved {out}")
+
+
+def output_paths(out: str, seeds: list[int], prompt: str) -> tuple[list[Path], Path]:
+    """Image paths and the grid path: a .png name (numbered if several), or files in a folder."""
+    from .pipeline import slug
+    o = Path(out)
+    if o.suffix.lower() == ".png":
+        if len(seeds) == 1:
+            return [o], o.with_name(f"{o.stem}-grid.png")
+        return [o.with_name(f"{o.stem}-{k}.png") for k in range(len(seeds))], o.with_name(f"{o.stem}-grid.png")
+    if o.exists() and not o.is_dir():
+        raise DiffuseError(f"--out {out!r} is a file: give a folder or a .png name")
+    return [o / f"{s}-{slug(prompt)}.png" for s in seeds], o / f"grid-{seeds[0]}-{slug(prompt)}.png"
+
+
+def cmd_generate(a) -> None:
+    from .pipeline import GenerateRequest, Pipeline, image_grid, save_png
+    req = GenerateRequest(prompt=a.prompt, negative_prompt=a.negative_prompt, n=a.num, seed=a.seed, steps=a.steps,
+                          sampler=a.sampler, schedule=a.schedule, guidance=a.guidance, eta=a.eta,
+                          width=a.width, height=a.height).with_seed()
+    pipe = Pipeline.load(a.model, a.device)
+    unknown = pipe.model.tokenizer.unknown_words(req.prompt + " " + req.negative_prompt)
+    if unknown:
+        print(f"note: the model never saw these words in training: {', '.join(sorted(set(unknown)))}", file=sys.stderr)
+    paths, grid_path = output_paths(a.out, req.seeds, req.prompt)
+    images = pipe.generate(req)  # everything is checked before the first file is written
+    for img, path in zip(images, paths):
+        save_png(img, path)
+        print(path)
+    if a.grid:
+        grid = image_grid(images)
+        grid.info.update({"parameters": images[0].info["parameters"]})
+        save_png(grid, grid_path)
+        print(grid_path)
+
+
+def cmd_info(a) -> None:
+    from .checkpoint import read_config
+    cfg = read_config(a.model)
+    summary = {k: cfg[k] for k in ("unet", "text_encoder", "denoiser", "data", "training") if k in cfg}
+    summary["tokenizer"] = {"kind": cfg["tokenizer"]["kind"], "words": len(cfg["tokenizer"]["vocab"]),
+                            "max_length": cfg["tokenizer"]["max_length"]}
+    summary["weights_sha256"] = cfg.get("weights_sha256")
+    resumable = (Path(a.model) / "training_state.safetensors").is_file()
+    if a.json:
+        print(json.dumps({**summary, "resumable": resumable}, indent=2))
+        return
+    u, t, tr = cfg["unet"], cfg["text_encoder"], cfg.get("training", {})
+    print(f"model      {a.model}  (sha256 {summary['weights_sha256'][:12]})")
+    print(f"network    UNet {u['image_size']}x{u['image_size']}, channels {u['channels']} x {tuple(u['channel_mult'])}, "
+          f"{u['num_res_blocks']} res blocks/level, attention at {tuple(u['attn_resolutions'])}")
+    print(f"text       {t['layers']}-layer transformer, width {t['width']}, {summary['tokenizer']['words']} words, "
+          f"{t['max_length']} tokens")
+    print(f"denoiser   {cfg['denoiser']['parameterization']} preconditioning, sigma_data {cfg['denoiser']['sigma_data']}")
+    print(f"data       {json.dumps(cfg.get('data', {}))}")
+    print(f"training   {tr.get('steps')} steps, {tr.get('images_seen')} images, {tr.get('elapsed_s')} s, "
+          f"batch {tr.get('batch_size')}, lr {tr.get('lr')}, preset {tr.get('preset')}")
+    print(f"resumable  {'yes' if resumable else 'no (no training state)'}")
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.formatwarning = lambda msg, cat, *rest: f"warning: {msg}\n"
+            COMMANDS[args.command](args)
+    except DiffuseError as e:
+        print(f"diffuse: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("diffuse: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+import json
+import shutil
+
+import pytest
+
+from diffuse.checkpoint import load_checkpoint, load_training_state
+from diffuse.errors import CheckpointError
+
+
+@pytest.fixture
+def ckpt(tiny_model_dir, tmp_path):
+    d = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_dir, d)
+    return d
+
+
+def test_loads(ckpt):
+    model, cfg = load_checkpoint(ckpt)
+    assert cfg["training"]["steps"] == 40 and cfg["data"]["kind"] == "shapes"
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: shutil.rmtree(d), "does not exist"),
+    (lambda d: (d / "model.safetensors").unlink(), "has no model.safetensors"),
+    (lambda d: (d / "config.json").unlink(), "has no config.json"),
+    (lambda d: (d / "config.json").write_text("{oops"), "not valid JSON"),
+    (lambda d: (d / "config.json").write_text('{"a": 1}'), "not a diffuse checkpoint"),
+    (lambda d: _edit(d, version=99), "version 99"),
+    (lambda d: _flip_byte(d / "model.safetensors"), "does not match the hash"),
+    (lambda d: _edit(d, unet={**_cfg(d)["unet"], "channels": 24}), "does not fit its config"),
+    (lambda d: _edit(d, unet={"nonsense": 1}), "describes no model"),
+])
+def test_damaged_checkpoints_are_clear_errors(ckpt, damage, message):
+    damage(ckpt)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(ckpt)
+
+
+def test_file_instead_of_directory(tmp_path):
+    (tmp_path / "model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(CheckpointError, match="not a directory"):
+        load_checkpoint(tmp_path / "model.bin")
+
+
+def test_training_state_is_checked(ckpt):
+    _flip_byte(ckpt / "training_state.safetensors")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_training_state(ckpt)
+    (ckpt / "training_state.json").unlink()
+    with pytest.raises(CheckpointError, match="no training state"):
+        load_training_state(ckpt)
+
+
+def test_no_temporary_files_left(ckpt):
+    assert not [p for p in ckpt.iterdir() if p.name.endswith(".tmp")]
+
+
+def _cfg(d):
+    return json.loads((d / "config.json").read_text())
+
+
+def _edit(d, **changes):
+    (d / "config.json").write_text(json.dumps({**_cfg(d), **changes}))
+
+
+def _flip_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))

@@ -1,0 +1,114 @@
+"""The `diffuse` command: smoke tests with a tiny model, and every bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from diffuse.cli import main
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_for_every_command(capsys):
+    for cmd in (["--help"], ["train", "--help"], ["generate", "--help"], ["info", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(cmd)
+        assert e.value.code == 0
+    assert "--negative-prompt" in capsys.readouterr().out
+
+
+def test_train_generate_info(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run(["train", "--data", "shapes", "--out", out, "--preset", "tiny", "--steps", 3,
+                           "--batch-size", 4, "--data-size", 64, "--preview-every", 0, "--quiet"], capsys)
+    assert code == 0 and (out / "model.safetensors").exists()
+    code, stdout, _ = run(["generate", "a red circle", "--model", out, "-n", 3, "--seed", 5, "--steps", 3,
+                           "--sampler", "heun", "--out", tmp_path / "imgs", "--grid"], capsys)
+    assert code == 0
+    files = stdout.split()
+    assert len(files) == 4 and Image.open(files[-1]).size == (64, 64)  # 2x2 grid of 32px
+    assert json.loads(Image.open(files[1]).text["diffuse"])["seed"] == 6
+    code, stdout, _ = run(["generate", "a blue star", "--model", out, "--steps", 2, "--out", tmp_path / "one.png"], capsys)
+    assert code == 0 and (tmp_path / "one.png").exists()
+    code, stdout, _ = run(["info", out], capsys)
+    assert code == 0 and "3 steps" in stdout and "resumable  yes" in stdout
+    code, stdout, _ = run(["info", out, "--json"], capsys)
+    assert json.loads(stdout)["training"]["steps"] == 3
+    code, _, _ = run(["train", "--data", "shapes", "--out", out, "--preset", "tiny", "--steps", 5, "--batch-size", 4,
+                      "--data-size", 64, "--preview-every", 0, "--quiet", "--resume"], capsys)
+    assert code == 0 and json.loads((out / "config.json").read_text())["training"]["steps"] == 5
+
+
+@pytest.fixture
+def folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    nocap = tmp_path / "nocap"
+    nocap.mkdir()
+    Image.new("RGB", (8, 8)).save(nocap / "a.png")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "a.png").write_bytes(b"garbage")
+    (corrupt / "a.txt").write_text("a thing")
+    (tmp_path / "notckpt").mkdir()
+    return tmp_path
+
+
+TRAIN = ["train", "--preset", "tiny", "--steps", "2", "--quiet"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (TRAIN + ["--data", "{d}/missing", "--out", "{d}/o"], "does not exist"),
+    (TRAIN + ["--data", "{d}/empty", "--out", "{d}/o"], "no usable captioned images"),
+    (TRAIN + ["--data", "{d}/nocap", "--out", "{d}/o"], "1 without caption"),
+    (TRAIN + ["--data", "{d}/corrupt", "--out", "{d}/o"], "1 unreadable"),
+    (["train", "--data", "shapes", "--out", "{d}/o"], "--minutes or --steps"),
+    (TRAIN + ["--data", "shapes", "--out", "{d}/o", "--lr", "0"], "learning rate"),
+    (TRAIN + ["--data", "shapes", "--out", "{d}/o", "--resume"], "does not exist"),
+    (["generate", "x", "--model", "{d}/missing", "--out", "{d}/o"], "does not exist"),
+    (["generate", "x", "--model", "{d}/notckpt", "--out", "{d}/o"], "has no config.json"),
+    (["info", "{d}/notckpt"], "has no config.json"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(folders, capsys, args, message):
+    code, out, err = run([a.format(d=folders) for a in args], capsys)
+    assert code == 2
+    lines = [l for l in err.splitlines() if not l.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("diffuse: error:") and message in lines[0], err
+    assert not (folders / "o").exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--steps", "0"], "steps must be"), (["--guidance", "-1"], "guidance must be"),
+    (["--sampler", "nope"], "invalid choice"), (["--width", "33"], "width 33"), (["-n", "0"], "n must be"),
+    (["--steps", "many"], "invalid int"),
+])
+def test_bad_generate_options(tiny_model_dir, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) if "invalid" in message else _nothing():
+        code, out, err = run(["generate", "x", "--model", tiny_model_dir, "--out", tmp_path / "o"] + extra, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    if "invalid" in message:
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "diffuse", "generate", "x", "--model", str(tmp_path / "none")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+    p = subprocess.run([sys.executable, "-m", "diffuse", "generate", "x", "--model", "m", "--sampler", "nope"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False

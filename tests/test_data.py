@@ -1,0 +1,102 @@
+import json
+import warnings
+
+import pytest
+import torch
+from PIL import Image
+
+from diffuse.data import (COLORS, SHAPES, draw_shape, load_dataset, load_digits, load_image_folder, load_shapes,
+                          resize_center_crop)
+from diffuse.errors import DataError
+
+
+def _img(path, size=(40, 30), color=(255, 0, 0)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+
+
+def test_image_folder_metadata_sidecars_and_nested(tmp_path):
+    _img(tmp_path / "a.png")
+    _img(tmp_path / "sub" / "b.jpg", color=(0, 255, 0))
+    _img(tmp_path / "sub" / "deeper" / "c.png", (20, 50), (0, 0, 255))
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "a red thing"}) + "\n")
+    (tmp_path / "sub" / "metadata.jsonl").write_text(json.dumps({"file_name": "b.jpg", "text": "green"}) + "\n")
+    (tmp_path / "sub" / "deeper" / "c.txt").write_text("blue one\n")
+    ds = load_image_folder(tmp_path, 16)
+    assert sorted(ds.captions) == ["a red thing", "blue one", "green"]
+    assert ds.images.shape == (3, 3, 16, 16) and ds.images.min() >= -1 and ds.images.max() <= 1
+    blue = ds.images[ds.captions.index("blue one")]
+    assert blue[2].mean() > 0.9 and blue[0].mean() < -0.9
+
+
+def test_resize_center_crop_keeps_the_middle():
+    img = Image.new("RGB", (60, 20), (0, 0, 0))
+    img.paste((255, 255, 255), (20, 0, 40, 20))  # white middle third
+    out = resize_center_crop(img, 10)
+    assert out.size == (10, 10)
+    assert min(out.getdata())[0] > 200  # only the white middle survives
+
+
+def test_bad_and_uncaptioned_files_are_skipped_and_counted(tmp_path):
+    _img(tmp_path / "good.png")
+    (tmp_path / "good.txt").write_text("good")
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    (tmp_path / "broken.txt").write_text("broken")
+    _img(tmp_path / "nocaption.png")
+    with pytest.warns(UserWarning, match="1 image.s. without a caption and 1 unreadable"):
+        ds = load_image_folder(tmp_path, 8)
+    assert ds.captions == ["good"] and ds.summary["skipped_unreadable"] == 1
+
+
+@pytest.mark.parametrize("setup,message", [
+    (lambda p: None, "no usable captioned images"),
+    (lambda p: _img(p / "x.png"), "0 without caption|1 without caption"),
+    (lambda p: ((p / "x.png").write_bytes(b"junk"), (p / "x.txt").write_text("x")), "1 unreadable"),
+    (lambda p: (p / "metadata.jsonl").write_text("{not json\n"), "metadata.jsonl:1"),
+])
+def test_unusable_folders_are_clear_errors(tmp_path, setup, message):
+    setup(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataError, match=message):
+            load_image_folder(tmp_path, 8)
+
+
+def test_missing_path_and_file_path(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(str(tmp_path / "nope"), 32)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        load_dataset(str(tmp_path / "f"), 32)
+
+
+def test_shapes_are_deterministic_varied_and_captioned():
+    a, b = load_shapes(32, n=300, seed=3), load_shapes(32, n=300, seed=3)
+    assert torch.equal(a.images, b.images) and a.captions == b.captions
+    assert not torch.equal(a.images, load_shapes(32, n=300, seed=4).images)
+    text = " ".join(a.captions)
+    assert all(s in text for s in SHAPES) and all(c in text for c in COLORS)
+    assert len(set(a.captions)) > 200  # varied wording and attributes
+
+
+def test_shape_caption_matches_pixels():
+    img, caption, spec = draw_shape(5, 32, seed=0)
+    assert spec.color in caption and spec.shape in caption
+    from diffuse.data import BACKGROUNDS
+    corner = img.getpixel((0, 0))
+    assert max(abs(c - r) for c, r in zip(corner, BACKGROUNDS[spec.background])) <= 10
+
+
+def test_shapes_exclude_pairs():
+    ds = load_shapes(32, n=400, exclude=frozenset({("circle", "red")}))
+    assert not any("red circle" in c or ("circle" in c and "red" in c) for c in ds.captions)
+
+
+def test_digits_are_captioned_with_their_class():
+    ds = load_digits(32)
+    assert len(ds) == 1797 and ds.images.shape[1:] == (3, 32, 32)
+    from sklearn.datasets import load_digits as sk
+    target = sk().target
+    from diffuse.data import DIGIT_WORDS
+    for i in range(20):
+        assert str(target[i]) in ds.captions[i] or DIGIT_WORDS[target[i]] in ds.captions[i]

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from diffuse import GenerateRequest, Pipeline, save_png
+from diffuse.errors import RequestError
+from diffuse.samplers import SAMPLERS
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    return Pipeline.load(tiny_model_dir)
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_seeds_are_batch_independent(pipe, sampler):
+    batch = pipe.sample(GenerateRequest("a blue star", n=3, seed=10, steps=5, sampler=sampler, guidance=2.0))
+    alone = pipe.sample(GenerateRequest("a blue star", n=1, seed=12, steps=5, sampler=sampler, guidance=2.0))
+    assert torch.allclose(batch[2:], alone, atol=1e-4)
+    assert not torch.allclose(batch[0], batch[1], atol=1e-2)  # different seeds, different images
+
+
+def test_generate_returns_images_with_parameters(pipe, tmp_path):
+    images = pipe("a red circle", n=2, seed=3, steps=4, negative_prompt="green")
+    assert [im.size for im in images] == [(32, 32)] * 2
+    path = save_png(images[1], tmp_path / "x.png")
+    meta = json.loads(Image.open(path).text["diffuse"])
+    assert meta["seed"] == 4 and meta["prompt"] == "a red circle" and meta["negative_prompt"] == "green"
+    assert meta["sampler"] == "dpmpp_2m" and meta["steps"] == 4 and meta["guidance"] == 3.0
+    assert meta["model_hash"] == pipe.model_hash[:12]
+    assert "Seed: 4" in Image.open(path).text["parameters"]
+
+
+def test_random_seed_is_recorded_and_reproduces(pipe):
+    first = pipe("a square", steps=3)[0]
+    seed = json.loads(first.info["diffuse"])["seed"]
+    again = pipe("a square", steps=3, seed=seed)[0]
+    assert list(first.getdata()) == list(again.getdata())
+
+
+def test_other_sizes_and_impossible_sizes(pipe):
+    assert pipe("a circle", seed=0, steps=2, width=48, height=16)[0].size == (48, 16)
+    with pytest.raises(RequestError, match="width 33"):
+        pipe("a circle", seed=0, steps=2, width=33)
+    with pytest.raises(RequestError, match="height 1024"):
+        pipe("a circle", seed=0, steps=2, height=1024)
+
+
+def test_guidance_and_negative_prompt_change_the_image(pipe):
+    base = pipe.sample(GenerateRequest("a red circle", seed=1, steps=4, guidance=1.0))
+    guided = pipe.sample(GenerateRequest("a red circle", seed=1, steps=4, guidance=4.0))
+    neg = pipe.sample(GenerateRequest("a red circle", seed=1, steps=4, guidance=4.0, negative_prompt="red"))
+    assert not torch.allclose(base, guided) and not torch.allclose(guided, neg)
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"steps": 0}, "steps"), ({"steps": 10 ** 6}, "steps"), ({"guidance": -1.0}, "guidance"),
+    ({"sampler": "magic"}, "unknown sampler"), ({"n": 0}, "n must"), ({"schedule": "x"}, "unknown schedule"),
+    ({"seed": -1}, "seed"), ({"eta": -0.1}, "eta"),
+])
+def test_bad_requests(kw, message):
+    with pytest.raises(RequestError, match=message):
+        GenerateRequest("x", **kw)

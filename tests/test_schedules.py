@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from diffuse.errors import RequestError
+from diffuse.schedules import SCHEDULES, get_sigmas, karras_sigmas
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+@pytest.mark.parametrize("n", [1, 2, 10, 50])
+def test_schedule_starts_at_sigma_max_ends_at_zero(name, n):
+    s = get_sigmas(name, n, 0.002, 80.0)
+    assert s.shape == (n + 1,)
+    assert s[-1].item() == 0.0
+    assert s[0].item() == pytest.approx(80.0, rel=1e-5)
+    if n > 1:
+        assert s[-2].item() == pytest.approx(0.002, rel=1e-4)
+    assert torch.all(s[1:] < s[:-1])  # strictly descending
+
+
+def test_karras_matches_eq5():
+    s = karras_sigmas(4, 0.5, 10.0, rho=7)
+    ramp = torch.tensor([0, 1 / 3, 2 / 3, 1.0], dtype=torch.float64)
+    expected = (10 ** (1 / 7) + ramp * (0.5 ** (1 / 7) - 10 ** (1 / 7))) ** 7
+    assert torch.allclose(s[:-1].double(), expected, rtol=1e-6)
+
+
+def test_bad_schedules():
+    with pytest.raises(RequestError, match="steps"):
+        get_sigmas("karras", 0)
+    with pytest.raises(RequestError, match="unknown schedule"):
+        get_sigmas("cosine-ish", 10)
