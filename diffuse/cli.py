@@ -110,11 +110,11 @@ def cmd_generate(a) -> None:
                           sampler=a.sampler, schedule=a.schedule, guidance=a.guidance, eta=a.eta,
                           width=a.width, height=a.height).with_seed()
     pipe = Pipeline.load(a.model, a.device)
+    paths, grid_path = output_paths(a.out, req.seeds, req.prompt)
+    images = pipe.generate(req)  # everything is checked before the first file is written
     unknown = pipe.model.tokenizer.unknown_words(req.prompt + " " + req.negative_prompt)
     if unknown:
         print(f"note: the model never saw these words in training: {', '.join(sorted(set(unknown)))}", file=sys.stderr)
-    paths, grid_path = output_paths(a.out, req.seeds, req.prompt)
-    images = pipe.generate(req)  # everything is checked before the first file is written
     for img, path in zip(images, paths):
         save_png(img, path)
         print(path)

@@ -33,14 +33,17 @@ def exponential_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = 
 
 
 def vp_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
-              beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+              beta_d: float = 19.9, beta_min: float = 0.1) -> torch.Tensor:
     """The VP-SDE schedule (Song et al. 2021) in sigma form, EDM table 1:
-    sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), t uniform from 1 down to eps_s,
-    clipped to [sigma_min, sigma_max] so that every schedule honours the same range."""
+    sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), with t uniform between the times
+    at which sigma(t) equals sigma_max and sigma_min (the inverse of that formula)."""
     _check(n, sigma_min, sigma_max)
-    t = torch.linspace(1, eps_s, n, dtype=torch.float64)
-    sigmas = torch.sqrt(torch.exp(beta_d * t ** 2 / 2 + beta_min * t) - 1)
-    return append_zero(sigmas.clamp(sigma_min, sigma_max)).float()
+
+    def t_of(sigma: float) -> float:
+        return (math.sqrt(beta_min ** 2 + 2 * beta_d * math.log1p(sigma ** 2)) - beta_min) / beta_d
+
+    t = torch.linspace(t_of(sigma_max), t_of(sigma_min), n, dtype=torch.float64)
+    return append_zero(torch.sqrt(torch.expm1(beta_d * t ** 2 / 2 + beta_min * t))).float()
 
 
 SCHEDULES = {"karras": karras_sigmas, "exponential": exponential_sigmas, "vp": vp_sigmas}

@@ -37,7 +37,7 @@ def test_random_seed_is_recorded_and_reproduces(pipe):
     first = pipe("a square", steps=3)[0]
     seed = json.loads(first.info["diffuse"])["seed"]
     again = pipe("a square", steps=3, seed=seed)[0]
-    assert list(first.getdata()) == list(again.getdata())
+    assert first.tobytes() == again.tobytes()
 
 
 def test_other_sizes_and_impossible_sizes(pipe):
