@@ -26,6 +26,7 @@ class UNetConfig:
     head_channels: int = 32                       # channels per attention head
     text_width: int = 128                         # width of the text encoder's tokens
     dropout: float = 0.0                          # dropout inside residual blocks
+    patch_size: int = 1                           # pixels folded into channels before the first level
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +41,7 @@ class UNetConfig:
     @property
     def stride(self) -> int:
         """Image sides must be multiples of this."""
-        return 2 ** (len(self.channel_mult) - 1)
+        return self.patch_size * 2 ** (len(self.channel_mult) - 1)
 
 
 # Size presets, one line each (EDM2 style). Measured on 2 CPU cores: see benchmarks/RESULTS.md.
@@ -149,10 +150,13 @@ class UNet(nn.Module):
         ch, emb_dim = cfg.channels, 4 * cfg.channels
         self.emb = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.text_emb = nn.Linear(cfg.text_width, emb_dim)
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        # Patching (Hoogeboom et al. 2023, "simple diffusion", sec. 3.3): fold p x p pixels into
+        # channels so the first level runs at 1/p the resolution, p^2 times cheaper.
+        p2 = cfg.patch_size ** 2
+        self.conv_in = nn.Conv2d(cfg.in_channels * p2, ch, 3, padding=1)
 
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
-        skips, cur, res = [ch], ch, cfg.image_size
+        skips, cur, res = [ch], ch, cfg.image_size // cfg.patch_size
         for lvl, mult in enumerate(cfg.channel_mult):
             blocks = nn.ModuleList()
             for _ in range(cfg.num_res_blocks):
@@ -179,7 +183,7 @@ class UNet(nn.Module):
             if lvl > 0:
                 res *= 2
 
-        self.norm_out, self.conv_out = norm(cur), nn.Conv2d(cur, cfg.in_channels, 3, padding=1)
+        self.norm_out, self.conv_out = norm(cur), nn.Conv2d(cur, cfg.in_channels * p2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -188,7 +192,7 @@ class UNet(nn.Module):
         if cond is not None:
             emb = emb + self.text_emb(cond.pooled.to(x.dtype))
         emb = F.silu(emb)
-        h = self.conv_in(x)
+        h = self.conv_in(F.pixel_unshuffle(x, self.cfg.patch_size))
         skips = [h]
         for blocks, down in zip(self.down, self.downsample):
             for block in blocks:
@@ -204,4 +208,4 @@ class UNet(nn.Module):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb, cond)
             if not isinstance(up, nn.Identity):
                 h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), self.cfg.patch_size)

@@ -29,8 +29,8 @@ class TrainConfig:
     out: str                           # run directory: the checkpoint, log.jsonl and previews/
     preset: str = "small"              # network size, see networks.PRESETS
     image_size: int = 32               # 32 or 64
-    batch_size: int = 32
-    lr: float = 1e-3                   # AdamW peak learning rate
+    batch_size: int = 16
+    lr: float = 2e-3                   # AdamW peak learning rate
     weight_decay: float = 0.0
     warmup_steps: int = 50             # linear learning-rate warm-up
     minutes: float | None = None       # wall-clock budget of this invocation
@@ -132,7 +132,8 @@ class Trainer:
             self.ema, _ = load_checkpoint(self.out)
             self.model = TextToImageModel.from_config(saved)
             self.model.load_state_dict({k[6:]: v for k, v in state_tensors.items() if k.startswith("model.")})
-        self.model.to(cfg.device).train()
+        # channels_last measured ~20% faster for training convolutions on this CPU (oneDNN).
+        self.model.to(cfg.device, memory_format=torch.channels_last).train()
         self.ema.to(cfg.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # caption dropout, sigmas, noise
@@ -204,7 +205,7 @@ class Trainer:
     def train_step(self) -> float:
         cfg, b = self.cfg, self.cfg.batch_size
         idx = batch_indices(len(self.data), self.images_seen, b, cfg.seed)
-        images = self.data.images[idx].to(cfg.device)
+        images = self.data.images[idx].to(cfg.device).contiguous(memory_format=torch.channels_last)
         drop = torch.rand(b, generator=self.gen) < cfg.caption_dropout
         captions = ["" if d else self.data.captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
         sigma = self.loss_fn.sample_sigma(b, self.gen).to(cfg.device)

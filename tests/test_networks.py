@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from diffuse.errors import DiffuseError
+from diffuse.model import TextToImageModel
+from diffuse.networks import PRESETS, UNet, preset
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_unet_keeps_shape_at_both_sizes_and_other_multiples(size):
+    model = TextToImageModel.create(preset("tiny", size), ["a red circle"])
+    assert model.unet_cfg.stride == (2 if size == 32 else 4)
+    cond = model.encode(["a red circle", ""])
+    for h, w in ((size, size), (size // 2, size + 2 * model.unet_cfg.stride)):
+        x = torch.randn(2, 3, h, w)
+        assert model(x, torch.tensor([0.5, 3.0]), cond).shape == x.shape
+
+
+def test_fresh_unet_outputs_zero_so_the_denoiser_starts_at_c_skip_x():
+    model = TextToImageModel.create(preset("tiny"), ["a red circle"])
+    x, sigma = torch.randn(2, 3, 32, 32), torch.tensor([0.3, 2.0])
+    c_skip = 0.25 / (sigma ** 2 + 0.25)
+    assert torch.allclose(model(x, sigma, model.encode(["a", "b"])), c_skip.reshape(-1, 1, 1, 1) * x)
+
+
+def test_text_reaches_the_output_through_cross_attention():
+    torch.manual_seed(0)
+    model = TextToImageModel.create(preset("tiny"), ["a red circle", "a blue square"])
+    for p in model.parameters():  # move every weight off its zero initialisation
+        p.data.add_(torch.randn_like(p) * 0.05)
+    x, sigma = torch.randn(1, 3, 32, 32), torch.tensor([1.0])
+    a, b = model(x, sigma, model.encode(["a red circle"])), model(x, sigma, model.encode(["a blue square"]))
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_presets_are_listed_and_unknown_is_an_error():
+    assert {"tiny", "small", "medium", "large"} <= set(PRESETS)
+    with pytest.raises(DiffuseError, match="unknown preset"):
+        preset("huge")
