@@ -1,4 +1,4 @@
-"""The `diffuse` command: train, generate, info.
+"""The `diffuse` command: train, generate, img2img, inpaint, outpaint, vary, info.
 
 Errors in the user's input print one line, `diffuse: error: ...`, and exit with code 2.
 """
@@ -44,25 +44,69 @@ def _add_train(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_generate(sub):
-    p = sub.add_parser("generate", help="generate images from a prompt",
-                       description="Generate images from a text prompt. Each image k gets seed+k and the PNG "
-                                   "records every parameter that made it.")
-    p.add_argument("prompt", help="what to draw")
+def _add_sampling(p, prompt_optional: bool = False):
+    """Options every generating command shares (they fill one GenerateRequest)."""
+    if prompt_optional:
+        p.add_argument("prompt", nargs="?", help="what to draw (default: the prompt recorded in the image, if any)")
+    else:
+        p.add_argument("prompt", help="what to draw")
     p.add_argument("--model", required=True, help="checkpoint directory (from diffuse train)")
     p.add_argument("--negative-prompt", default="", help="what guidance steers away from")
     p.add_argument("-n", "--num", type=int, default=1, help="number of images (default: 1)")
-    p.add_argument("--seed", type=int, help="seed of the first image (default: random)")
+    p.add_argument("--seed", type=int, help="seed of the first image; image k uses seed+k (default: random)")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
     p.add_argument("--sampler", default="dpmpp_2m", choices=list(SAMPLERS), help="default: dpmpp_2m")
     p.add_argument("--schedule", default="karras", choices=list(SCHEDULES), help="sigma schedule (default: karras)")
     p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale; 1 = off (default: 3)")
     p.add_argument("--eta", type=float, help="noise for ddim (default 0) and euler_ancestral (default 1)")
-    p.add_argument("--width", type=int, help="default: the model's size")
-    p.add_argument("--height", type=int, help="default: the model's size")
+    p.add_argument("--width", type=int, help="default: the input image's or the model's size")
+    p.add_argument("--height", type=int, help="default: the input image's or the model's size")
+    p.add_argument("--variation-seed", type=int, help="seed variations: blend this seed's noise in")
+    p.add_argument("--variation-strength", type=float, default=0.0, help="0 = the seed's image, 1 = the variation seed's")
     p.add_argument("--out", default="outputs", help="a folder, or a .png file name (default: outputs/)")
     p.add_argument("--grid", action="store_true", help="also write all images as one grid")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def _add_generate(sub):
+    p = sub.add_parser("generate", help="generate images from a prompt",
+                       description="Generate images from a text prompt. Each image k gets seed+k and the PNG "
+                                   "records every parameter that made it.")
+    _add_sampling(p)
+
+
+def _add_edit(sub):
+    p = sub.add_parser("img2img", help="turn an image into another, guided by a prompt",
+                       description="Image-to-image: noise the input to the level --strength selects and denoise it "
+                                   "toward the prompt. round(strength x steps) steps run; strength 0 returns the "
+                                   "input, 1 ignores it.")
+    p.add_argument("image", help="input image (any size the model can make, or give --width/--height)")
+    _add_sampling(p)
+    p.add_argument("--strength", type=float, default=0.8, help="0..1, how much to change (default: 0.8)")
+
+    p = sub.add_parser("inpaint", help="repaint the masked part of an image",
+                       description="Inpainting: repaint where MASK is white (any mode; grey = blend; an alpha "
+                                   "channel marks transparent pixels for repainting), keep the rest exactly.")
+    p.add_argument("image", help="input image")
+    p.add_argument("mask", help="mask image of the same size: white = repaint, black = keep")
+    _add_sampling(p)
+    p.add_argument("--strength", type=float, default=1.0, help="0..1; below 1 the masked part starts from the input (default: 1)")
+
+    p = sub.add_parser("outpaint", help="extend an image beyond its borders",
+                       description="Outpainting: pad the canvas by the given pixels (edges stretched) and inpaint the "
+                                   "new border. The result's sides must be sizes the model can make.")
+    p.add_argument("image", help="input image")
+    _add_sampling(p)
+    for side in ("left", "top", "right", "bottom"):
+        p.add_argument(f"--{side}", type=int, default=0, help=f"pixels to add on the {side}")
+    p.add_argument("--all", type=int, default=0, help="pixels to add on every side")
+
+    p = sub.add_parser("vary", help="variations of an image (low-strength img2img, new seeds)",
+                       description="Variations of an image: image-to-image at low strength with new seeds. For "
+                                   "variations of a seed use generate --variation-seed/--variation-strength.")
+    p.add_argument("image", help="input image")
+    _add_sampling(p, prompt_optional=True)
+    p.add_argument("--strength", type=float, default=0.4, help="0..1, how far from the image (default: 0.4)")
 
 
 def _add_info(sub):
@@ -77,6 +121,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_train(sub)
     _add_generate(sub)
+    _add_edit(sub)
     _add_info(sub)
     return parser
 
@@ -104,18 +149,46 @@ def output_paths(out: str, seeds: list[int], prompt: str) -> tuple[list[Path], P
     return [o / f"{s}-{slug(prompt)}.png" for s in seeds], o / f"grid-{seeds[0]}-{slug(prompt)}.png"
 
 
-def cmd_generate(a) -> None:
-    from .pipeline import GenerateRequest, Pipeline, image_grid, save_png
-    req = GenerateRequest(prompt=a.prompt, negative_prompt=a.negative_prompt, n=a.num, seed=a.seed, steps=a.steps,
-                          sampler=a.sampler, schedule=a.schedule, guidance=a.guidance, eta=a.eta,
-                          width=a.width, height=a.height).with_seed()
+def open_image(path: str, what: str = "image"):
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy() if img.mode in ("RGB", "RGBA", "L", "LA") else img.convert("RGBA" if "A" in img.mode else "RGB")
+    except FileNotFoundError:
+        raise DiffuseError(f"{what} {path!r} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DiffuseError(f"{what} {path!r} is not a readable image ({type(e).__name__})") from None
+
+
+def recorded_prompt(img) -> str | None:
+    try:
+        return json.loads(img.info["diffuse"])["prompt"]
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def request_from_args(a, **edit):
+    from .pipeline import GenerateRequest
+    return GenerateRequest(prompt=a.prompt, negative_prompt=a.negative_prompt, n=a.num, seed=a.seed, steps=a.steps,
+                           sampler=a.sampler, schedule=a.schedule, guidance=a.guidance, eta=a.eta, width=a.width,
+                           height=a.height, variation_seed=a.variation_seed,
+                           variation_strength=a.variation_strength, **edit).with_seed()
+
+
+def run_request(a, req, extra_info: dict | None = None) -> None:
+    """Generate and write: everything is checked before the first file is written."""
+    from .pipeline import Pipeline, image_grid, save_png
     pipe = Pipeline.load(a.model, a.device)
     paths, grid_path = output_paths(a.out, req.seeds, req.prompt)
-    images = pipe.generate(req)  # everything is checked before the first file is written
-    unknown = pipe.model.tokenizer.unknown_words(req.prompt + " " + req.negative_prompt)
-    if unknown:
-        print(f"note: the model never saw these words in training: {', '.join(sorted(set(unknown)))}", file=sys.stderr)
+    images = pipe.generate(req)
+    if req.init_image is not None:
+        print(f"{req.mode}: strength {req.effective_strength} runs {pipe.steps_run(req)} of {req.steps} steps",
+              file=sys.stderr)
     for img, path in zip(images, paths):
+        if extra_info:
+            info = json.loads(img.info["diffuse"])
+            img.info["diffuse"] = json.dumps({**info, **extra_info})
         save_png(img, path)
         print(path)
     if a.grid:
@@ -123,6 +196,38 @@ def cmd_generate(a) -> None:
         grid.info.update({"parameters": images[0].info["parameters"]})
         save_png(grid, grid_path)
         print(grid_path)
+    unknown = pipe.model.tokenizer.unknown_words(req.prompt + " " + req.negative_prompt)
+    if unknown:
+        print(f"note: the model never saw these words in training: {', '.join(sorted(set(unknown)))}", file=sys.stderr)
+
+
+def cmd_generate(a) -> None:
+    run_request(a, request_from_args(a))
+
+
+def cmd_img2img(a) -> None:
+    run_request(a, request_from_args(a, init_image=open_image(a.image), strength=a.strength))
+
+
+def cmd_inpaint(a) -> None:
+    run_request(a, request_from_args(a, init_image=open_image(a.image), mask=open_image(a.mask, "mask"),
+                                     strength=a.strength))
+
+
+def cmd_outpaint(a) -> None:
+    from .editing import outpaint_canvas
+    pads = [a.all + getattr(a, side) for side in ("left", "top", "right", "bottom")]
+    canvas, mask = outpaint_canvas(open_image(a.image), *pads)
+    run_request(a, request_from_args(a, init_image=canvas, mask=mask), {"outpaint": dict(zip(("left", "top", "right", "bottom"), pads))})
+
+
+def cmd_vary(a) -> None:
+    img = open_image(a.image)
+    if a.prompt is None:
+        a.prompt = recorded_prompt(img)
+        if a.prompt is None:
+            raise DiffuseError(f"{a.image!r} records no prompt: give one")
+    run_request(a, request_from_args(a, init_image=img, strength=a.strength))
 
 
 def cmd_info(a) -> None:
@@ -149,7 +254,8 @@ def cmd_info(a) -> None:
     print(f"resumable  {'yes' if resumable else 'no (no training state)'}")
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "info": cmd_info}
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "img2img": cmd_img2img, "inpaint": cmd_inpaint,
+            "outpaint": cmd_outpaint, "vary": cmd_vary, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,16 +8,20 @@ it (PNG text metadata), so any image can be made again alone.
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass, replace
+import warnings
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from .checkpoint import load_checkpoint
 from .data import tensor_to_pil
+from .editing import (InpaintDenoiser, check_strength, composite, image_sha256, image_tensor, img2img_sigmas,
+                      mask_tensor, noised_start, slerp)
 from .errors import RequestError
 from .guidance import CFGDenoiser
 from .model import TextToImageModel
@@ -38,8 +42,13 @@ class GenerateRequest:
     guidance: float = 3.0            # classifier-free guidance scale; 1 = off, 0 = unconditional
     schedule: str = "karras"         # one of schedules.SCHEDULES
     eta: float | None = None         # noise of the ddim / euler_ancestral samplers (their default if None)
-    width: int | None = None         # None: the model's training size
+    width: int | None = None         # None: the init image's size, else the model's training size
     height: int | None = None
+    init_image: Image.Image | None = None  # image-to-image / inpainting input
+    strength: float | None = None    # how much of the schedule runs on init_image (None: 0.8, or 1 with a mask)
+    mask: Image.Image | None = None  # inpainting: white = repaint, black = keep (any mode, soft edges)
+    variation_seed: int | None = None   # seed variations: blend this seed's noise into the seed's
+    variation_strength: float = 0.0     # 0 = the seed's image, 1 = the variation seed's
 
     def __post_init__(self):
         if not isinstance(self.prompt, str):
@@ -58,6 +67,33 @@ class GenerateRequest:
             raise RequestError(f"eta must be from 0 to 10, got {self.eta!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63 - MAX_IMAGES):
             raise RequestError(f"seed must be a non-negative integer below 2^63, got {self.seed!r}")
+
+        for name in ("init_image", "mask"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), Image.Image):
+                raise RequestError(f"{name} must be a PIL image")
+        if self.mask is not None and self.init_image is None:
+            raise RequestError("a mask needs an init image to inpaint")
+        if self.strength is not None:
+            check_strength(self.strength)
+        if not isinstance(self.variation_strength, (int, float)) or not 0 <= self.variation_strength <= 1:
+            raise RequestError(f"variation strength must be from 0 to 1, got {self.variation_strength!r}")
+        if self.variation_seed is not None and (not isinstance(self.variation_seed, int) or self.variation_seed < 0):
+            raise RequestError(f"variation seed must be a non-negative integer, got {self.variation_seed!r}")
+
+    @property
+    def mode(self) -> str:
+        return "txt2img" if self.init_image is None else "inpaint" if self.mask is not None else "img2img"
+
+    @property
+    def effective_strength(self) -> float:
+        if self.init_image is None:
+            return 1.0
+        return self.strength if self.strength is not None else (1.0 if self.mask is not None else 0.8)
+
+    def size(self, model_size: int) -> tuple[int, int]:
+        if self.init_image is not None:
+            return self.width or self.init_image.width, self.height or self.init_image.height
+        return self.width or model_size, self.height or model_size
 
     def with_seed(self) -> "GenerateRequest":
         return self if self.seed is not None else replace(self, seed=secrets.randbelow(2 ** 31))
@@ -95,16 +131,38 @@ class Pipeline:
         """Images as a tensor [n, 3, H, W] in [-1, 1]; request.seed must be set."""
         if request.seed is None:
             raise RequestError("sample() needs a seed; generate() picks one")
-        w, h = request.width or self.model.image_size, request.height or self.model.image_size
+        w, h = request.size(self.model.image_size)
         check_size(self.model, w, h)
         sigmas = get_sigmas(request.schedule, request.steps, SIGMA_MIN, SIGMA_MAX).to(self.device)
+        init = mask = None
+        if request.init_image is not None:
+            init = image_tensor(request.init_image, w, h).to(self.device).expand(request.n, -1, -1, -1)
+            sigmas = img2img_sigmas(sigmas, request.effective_strength)
+        if request.mask is not None:
+            mask = mask_tensor(request.mask, request.init_image.size).to(self.device)
+            if mask.shape[1:] != (h, w):
+                mask = F.interpolate(mask[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+            if mask.max() == 0:
+                warnings.warn("the mask is empty (all black): nothing to repaint, the image is returned as it is",
+                              stacklevel=2)
+                return init.clone()
+            mask = mask.expand(request.n, 3, h, w)
+        if len(sigmas) == 1:  # strength 0: no step runs
+            return init.clone()
         noise = SeededNoise(request.seeds, (3, h, w), self.device)
+        start = noise()
+        if request.variation_seed is not None and request.variation_strength > 0:
+            other = SeededNoise([request.variation_seed + k for k in range(request.n)], (3, h, w), self.device)
+            start = slerp(start, other(), request.variation_strength)
+        x = noised_start(init if request.effective_strength < 1 else None, sigmas, start)
         cond = self.model.encode([request.prompt] * request.n)
         uncond = self.model.encode([request.negative_prompt] * request.n)
         denoiser = CFGDenoiser(self.model, uncond, request.guidance)
+        if mask is not None:
+            denoiser = InpaintDenoiser(denoiser, init, mask, start)
         extra = {"eta": request.eta} if request.eta is not None and request.sampler in ("ddim", "euler_ancestral") else {}
-        sampler = get_sampler(request.sampler)
-        return sampler(denoiser, noise.initial(float(sigmas[0])), sigmas, cond, noise=noise, callback=callback, **extra)
+        x = get_sampler(request.sampler)(denoiser, x, sigmas, cond, noise=noise, callback=callback, **extra)
+        return composite(x, init, mask) if mask is not None else x
 
     def generate(self, request: GenerateRequest, callback: Callable[[Step], None] | None = None) -> list[Image.Image]:
         """PIL images, each with its parameters in `image.info` (written by `save_png`)."""
@@ -122,15 +180,30 @@ class Pipeline:
         return self.generate(GenerateRequest(prompt=prompt, **kwargs))
 
     def metadata(self, request: GenerateRequest, seed: int) -> dict[str, str]:
-        params = {k: v for k, v in asdict(request).items() if k not in ("n", "seed")}
-        params.update(seed=seed, width=request.width or self.model.image_size,
-                      height=request.height or self.model.image_size, model=self.name,
+        w, h = request.size(self.model.image_size)
+        params = {f.name: getattr(request, f.name) for f in fields(request)
+                  if f.name not in ("n", "seed", "init_image", "mask", "width", "height", "strength")}
+        params.update(seed=seed, width=w, height=h, mode=request.mode, model=self.name,
                       model_hash=self.model_hash[:12])
+        if request.init_image is not None:
+            params.update(strength=request.effective_strength, steps_run=self.steps_run(request),
+                          init_image_sha256=image_sha256(request.init_image))
+        if request.mask is not None:
+            params["mask_sha256"] = image_sha256(request.mask)
         # "parameters" in the AUTOMATIC1111 layout that image viewers and tools already read.
         a1111 = (f"{request.prompt}\nNegative prompt: {request.negative_prompt}\nSteps: {request.steps}, "
                  f"Sampler: {request.sampler}, CFG scale: {request.guidance}, Seed: {seed}, "
-                 f"Size: {params['width']}x{params['height']}, Model hash: {params['model_hash']}, Model: {self.name}")
+                 f"Size: {w}x{h}, Model hash: {params['model_hash']}, Model: {self.name}")
+        if request.init_image is not None:
+            a1111 += f", Denoising strength: {request.effective_strength}"
+        if request.variation_seed is not None:
+            a1111 += f", Variation seed: {request.variation_seed}, Variation seed strength: {request.variation_strength}"
         return {"parameters": a1111, "diffuse": json.dumps(params)}
+
+    @staticmethod
+    def steps_run(request: GenerateRequest) -> int:
+        """Sampler steps that really run: image-to-image runs round(strength * steps) of them."""
+        return round(request.effective_strength * request.steps)
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:

@@ -17,7 +17,8 @@ def run(args, capsys):
 
 
 def test_help_for_every_command(capsys):
-    for cmd in (["--help"], ["train", "--help"], ["generate", "--help"], ["info", "--help"]):
+    for cmd in (["--help"], ["train", "--help"], ["generate", "--help"], ["info", "--help"], ["img2img", "--help"],
+                ["inpaint", "--help"], ["outpaint", "--help"], ["vary", "--help"]):
         with pytest.raises(SystemExit) as e:
             main(cmd)
         assert e.value.code == 0
@@ -112,3 +113,58 @@ class _nothing:
 
     def __exit__(self, *a):
         return False
+
+
+@pytest.fixture
+def picture(tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "in.png"
+    code, _, _ = run(["generate", "a red circle", "--model", tiny_model_dir, "--seed", 0, "--steps", 3, "--out", path], capsys)
+    assert code == 0
+    return path
+
+
+def test_edit_commands(tiny_model_dir, picture, tmp_path, capsys):
+    m = ["--model", tiny_model_dir, "--steps", 4, "--seed", 1]
+    code, out, err = run(["img2img", picture, "a blue square"] + m + ["--strength", 0.5, "--out", tmp_path / "a.png"], capsys)
+    assert code == 0 and "img2img: strength 0.5 runs 2 of 4 steps" in err
+    meta = json.loads(Image.open(tmp_path / "a.png").text["diffuse"])
+    assert meta["mode"] == "img2img" and meta["steps_run"] == 2 and len(meta["init_image_sha256"]) == 64
+    mask = tmp_path / "mask.png"
+    m_img = Image.new("L", (32, 32), 0)
+    m_img.paste(255, (0, 0, 16, 32))
+    m_img.save(mask)
+    code, out, err = run(["inpaint", picture, mask, "a green star"] + m + ["--out", tmp_path / "b.png"], capsys)
+    assert code == 0
+    b, src = Image.open(tmp_path / "b.png").convert("RGB"), Image.open(picture).convert("RGB")
+    assert b.crop((16, 0, 32, 32)).tobytes() == src.crop((16, 0, 32, 32)).tobytes()
+    code, out, err = run(["outpaint", picture, "a red circle"] + m + ["--right", 16, "--out", tmp_path / "c.png"], capsys)
+    c = Image.open(tmp_path / "c.png")
+    assert code == 0 and c.size == (48, 32) and json.loads(c.text["diffuse"])["outpaint"]["right"] == 16
+    assert c.convert("RGB").crop((0, 0, 32, 32)).tobytes() == src.tobytes()
+    code, out, err = run(["vary", picture] + m + ["-n", 2, "--out", tmp_path / "v"], capsys)
+    assert code == 0 and len(out.split()) == 2
+    assert json.loads(Image.open(out.split()[0]).text["diffuse"])["prompt"] == "a red circle"  # read from the PNG
+    code, out, err = run(["generate", "a star"] + m + ["--variation-seed", 7, "--variation-strength", 0.2,
+                                                        "--out", tmp_path / "d.png"], capsys)
+    assert code == 0 and "Variation seed: 7" in Image.open(tmp_path / "d.png").text["parameters"]
+
+
+@pytest.mark.parametrize("make_args,message", [
+    (lambda d, pic: ["img2img", d / "nope.png", "x"], "does not exist"),
+    (lambda d, pic: ["img2img", d / "junk.png", "x"], "not a readable image"),
+    (lambda d, pic: ["img2img", pic, "x", "--strength", "1.5"], "strength must be"),
+    (lambda d, pic: ["inpaint", pic, d / "small_mask.png", "x"], "mask is 8x8 but the image is 32x32"),
+    (lambda d, pic: ["inpaint", pic, d / "junk.png", "x"], "mask"),
+    (lambda d, pic: ["img2img", d / "odd.png", "x"], "width 33"),
+    (lambda d, pic: ["outpaint", pic, "x"], "padding"),
+    (lambda d, pic: ["outpaint", pic, "x", "--left", "200"], "width 232"),
+    (lambda d, pic: ["vary", d / "odd.png"], "records no prompt"),
+])
+def test_bad_edit_input(tiny_model_dir, picture, tmp_path, capsys, make_args, message):
+    (tmp_path / "junk.png").write_bytes(b"this is no image")
+    Image.new("L", (8, 8)).save(tmp_path / "small_mask.png")
+    Image.new("RGB", (33, 32)).save(tmp_path / "odd.png")
+    code, out, err = run(make_args(tmp_path, picture) + ["--model", tiny_model_dir, "--steps", 2,
+                                                         "--out", tmp_path / "o"], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,119 @@
+"""Editing as sigma slicing and denoiser wrappers, so it composes with every sampler.
+
+- Image-to-image (SDEdit, Meng et al. 2022): start at the sigma that `strength` selects, from the
+  input plus noise of that level, and run the rest of the schedule.
+- Inpainting: a denoiser wrapper that, at every evaluation, puts the known region back at the
+  current noise level (init + sigma * n, with the image's own fixed noise n) before denoising,
+  and returns the known region unchanged. The sampler only ever "sees" a consistent image.
+- Outpainting: padding plus inpainting of the padded border.
+- Seed variations: the starting noise is a spherical blend of two seeds' noises.
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .data import pil_to_tensor
+from .errors import RequestError
+
+
+def check_strength(strength: float) -> float:
+    if not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+        raise RequestError(f"strength must be a number from 0 to 1, got {strength!r}")
+    return float(strength)
+
+
+def img2img_sigmas(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
+    """The tail of a schedule that `strength` selects: round(strength * steps) steps run, ending
+    at 0. Strength 1 is the whole schedule, strength 0 is just [0] (no step: the input returns)."""
+    steps = len(sigmas) - 1
+    run = round(check_strength(strength) * steps)
+    return sigmas[steps - run:]
+
+
+def noised_start(init: torch.Tensor | None, sigmas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x at the first sigma: init + sigma * noise (SDEdit), or pure noise when there is no init
+    image or the schedule starts at its very top (strength 1 equals text-to-image)."""
+    return noise * sigmas[0] if init is None else init + noise * sigmas[0]
+
+
+class InpaintDenoiser:
+    """D'(x, sigma) for the repaint region `mask` (1 = repaint, soft values blend):
+    x' = mask x + (1 - mask)(init + sigma n);  D' = mask D(x', sigma) + (1 - mask) init.
+    Re-noising the known region to the current sigma with the same fixed noise n keeps it on
+    the probability-flow trajectory that would have produced init, so the filled region is
+    denoised in agreement with it (the replacement method of Song et al. 2021, appendix I.2,
+    and of RePaint, Lugmayr et al. 2022, without resampling)."""
+
+    def __init__(self, denoiser, init: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor):
+        self.denoiser, self.init, self.mask, self.noise = denoiser, init, mask, noise
+
+    def __call__(self, x, sigma, cond=None):
+        s = sigma.reshape(-1, *[1] * (x.ndim - 1))
+        known, mask = self.init + s * self.noise, self.mask
+        d = self.denoiser(mask * x + (1 - mask) * known, sigma, cond)
+        return mask * d + (1 - mask) * self.init
+
+
+def composite(x: torch.Tensor, init: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The known region exactly as given, to the last bit (1 = generated)."""
+    return torch.where(mask > 0, mask * x + (1 - mask) * init, init)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of two Gaussian noises per image, so the blend keeps the norm a
+    Gaussian sample has (a straight lerp would shrink it toward the middle)."""
+    if t == 0:
+        return a
+    af, bf = a.flatten(1), b.flatten(1)
+    cos = (F.normalize(af, dim=1) * F.normalize(bf, dim=1)).sum(1).clamp(-1, 1)
+    omega = torch.acos(cos)[:, None]
+    so = torch.sin(omega)
+    out = torch.where(so.abs() < 1e-6, (1 - t) * af + t * bf,
+                      (torch.sin((1 - t) * omega) * af + torch.sin(t * omega) * bf) / so.clamp(min=1e-12))
+    return out.reshape(a.shape)
+
+
+# ----------------------------------------------------------------------------- images and masks
+
+def image_tensor(img: Image.Image, width: int, height: int) -> torch.Tensor:
+    """An RGB image as [3, H, W] in [-1, 1], resized (Lanczos) when its size differs."""
+    img = img.convert("RGB")
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.LANCZOS)
+    return pil_to_tensor(img)
+
+
+def mask_tensor(mask: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """A mask of any mode as [1, H, W] in [0, 1], white = repaint; an alpha channel, when the
+    mask has one, marks transparent pixels for repainting as editors export them."""
+    if mask.size != size:
+        raise RequestError(f"mask is {mask.size[0]}x{mask.size[1]} but the image is {size[0]}x{size[1]}: "
+                           f"give a mask of the image's size")
+    if mask.mode in ("RGBA", "LA") and mask.getextrema()[-1][0] < 255:
+        arr = 255 - np.asarray(mask.getchannel("A"), dtype=np.float32)
+    else:
+        arr = np.asarray(mask.convert("L"), dtype=np.float32)
+    return torch.from_numpy(arr / 255.0)[None]
+
+
+def outpaint_canvas(img: Image.Image, left: int, top: int, right: int, bottom: int) -> tuple[Image.Image, Image.Image]:
+    """The image on a larger canvas (border filled by stretching its edge pixels, a better start
+    for partial-strength fills than a flat colour) and the mask of the new border."""
+    if min(left, top, right, bottom) < 0 or left + top + right + bottom == 0:
+        raise RequestError("outpainting needs non-negative padding, at least one side above 0")
+    w, h = img.size
+    arr = np.pad(np.asarray(img.convert("RGB")), ((top, bottom), (left, right), (0, 0)), mode="edge")
+    mask = np.full(arr.shape[:2], 255, dtype=np.uint8)
+    mask[top: top + h, left: left + w] = 0
+    return Image.fromarray(arr), Image.fromarray(mask, "L")
+
+
+def image_sha256(img: Image.Image) -> str:
+    import hashlib
+    h = hashlib.sha256(f"{img.mode}{img.size}".encode())
+    h.update(img.tobytes())
+    return h.hexdigest()

@@ -1,0 +1,171 @@
+"""Editing against the exact denoiser of a tiny finite dataset, then through the pipeline."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from diffuse import GenerateRequest, Pipeline
+from diffuse.data import pil_to_tensor, tensor_to_pil
+from diffuse.editing import (InpaintDenoiser, composite, img2img_sigmas, mask_tensor, noised_start, outpaint_canvas,
+                             slerp)
+from diffuse.errors import RequestError
+from diffuse.samplers import SAMPLERS, SeededNoise, get_sampler
+from diffuse.schedules import karras_sigmas
+
+
+def _inpaint(finite, init, mask, name, seeds, steps=60):
+    noise = SeededNoise(seeds, init.shape[1:])
+    start = noise()
+    den = InpaintDenoiser(finite, init, mask, start)
+    x = get_sampler(name)(den, start * 80.0, karras_sigmas(steps), noise=noise)
+    return composite(x, init, mask)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_inpainting_half_of_a_training_image_recovers_it(finite, name):
+    target = finite.points[3:4].expand(4, -1, -1, -1)
+    mask = torch.zeros_like(target)
+    mask[..., 2:] = 1  # repaint the right half
+    init = torch.where(mask > 0, torch.zeros_like(target), target)  # the right half is lost
+    out = _inpaint(finite, init, mask, name, [0, 1, 2, 3])
+    assert (out - target).abs().max() < 1e-2
+    assert torch.equal(out[mask == 0], init[mask == 0])  # known region unchanged to the last bit
+
+
+def test_known_region_is_bit_exact_even_where_the_fill_is_free(finite):
+    init = torch.rand(2, 3, 4, 4) * 2 - 1  # not a training image: the fill must compromise
+    mask = torch.zeros_like(init)
+    mask[:, :, :2] = 1
+    out = _inpaint(finite, init, mask, "euler_ancestral", [5, 6], steps=10)
+    assert torch.equal(out[mask == 0], init[mask == 0])
+
+
+def test_all_zero_mask_returns_the_input_exactly(finite):
+    init = torch.rand(2, 3, 4, 4) * 2 - 1
+    assert torch.equal(_inpaint(finite, init, torch.zeros_like(init), "heun", [0, 1], steps=5), init)
+
+
+def test_img2img_slices_the_schedule():
+    sig = karras_sigmas(20)
+    assert torch.equal(img2img_sigmas(sig, 1.0), sig)
+    assert len(img2img_sigmas(sig, 0.5)) - 1 == 10 and img2img_sigmas(sig, 0.5)[-1] == 0
+    assert torch.equal(img2img_sigmas(sig, 0.0), sig[-1:])
+    with pytest.raises(RequestError, match="strength"):
+        img2img_sigmas(sig, 1.5)
+
+
+def test_img2img_from_near_a_training_image_lands_on_it(finite):
+    init = finite.points[2:3] + 0.05 * torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    sig = img2img_sigmas(karras_sigmas(40), 0.5)
+    x = noised_start(init, sig, torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(1)))
+    out = SAMPLERS["dpmpp_2m"](finite, x, sig)
+    assert (out - finite.points[2:3]).abs().max() < 1e-2
+
+
+def test_slerp_ends_and_norm():
+    a, b = torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8)
+    assert torch.equal(slerp(a, b, 0.0), a) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-5)
+    mid = slerp(a, b, 0.5)
+    assert torch.allclose(mid.flatten(1).norm(dim=1), a.flatten(1).norm(dim=1), rtol=0.1)
+
+
+def test_masks_of_any_mode():
+    l_mask = Image.new("L", (4, 4), 0)
+    l_mask.putpixel((1, 1), 255)
+    assert mask_tensor(l_mask, (4, 4))[0, 1, 1] == 1 and mask_tensor(l_mask, (4, 4)).sum() == 1
+    assert mask_tensor(Image.new("RGB", (4, 4), (128, 128, 128)), (4, 4)).mean().item() == pytest.approx(128 / 255)
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 255))
+    rgba.putpixel((0, 0), (0, 0, 0, 0))  # transparent = repaint
+    assert mask_tensor(rgba, (4, 4))[0, 0, 0] == 1 and mask_tensor(rgba, (4, 4)).sum() == 1
+    assert mask_tensor(Image.new("1", (4, 4), 1), (4, 4)).min() == 1
+    with pytest.raises(RequestError, match="mask is 8x4 but the image is 4x4"):
+        mask_tensor(Image.new("L", (8, 4)), (4, 4))
+
+
+def test_outpaint_canvas():
+    img = Image.new("RGB", (4, 4), (10, 20, 30))
+    canvas, mask = outpaint_canvas(img, 2, 0, 0, 4)
+    assert canvas.size == (6, 8) and mask.size == (6, 8)
+    assert canvas.crop((2, 0, 6, 4)).tobytes() == img.tobytes()
+    assert mask.getpixel((0, 0)) == 255 and mask.getpixel((3, 2)) == 0 and mask.getpixel((3, 6)) == 255
+    with pytest.raises(RequestError, match="padding"):
+        outpaint_canvas(img, 0, 0, 0, 0)
+
+
+# ----------------------------------------------------------------------------- through the pipeline
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    return Pipeline.load(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def photo(pipe):
+    return pipe("a red circle", seed=0, steps=4)[0]
+
+
+def test_strength_zero_returns_the_input_and_one_equals_text_to_image(pipe, photo):
+    out = pipe("a blue square", seed=3, steps=6, init_image=photo, strength=0.0)[0]
+    assert out.tobytes() == photo.tobytes() and json.loads(out.info["diffuse"])["steps_run"] == 0
+    base = GenerateRequest("a blue square", seed=3, steps=6)
+    full = GenerateRequest("a blue square", seed=3, steps=6, init_image=photo, strength=1.0)
+    assert torch.equal(pipe.sample(base), pipe.sample(full))
+    half = pipe("a blue square", seed=3, steps=6, init_image=photo, strength=0.5)[0]
+    assert json.loads(half.info["diffuse"])["steps_run"] == 3
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_inpainting_keeps_the_known_region_with_every_sampler(pipe, photo, sampler):
+    mask = Image.new("L", photo.size, 0)
+    mask.paste(255, (8, 8, 24, 24))
+    out = pipe("a green star", seed=1, steps=4, sampler=sampler, init_image=photo, mask=mask, n=2)
+    known = pil_to_tensor(mask.convert("RGB")) < 0
+    for img in out:
+        assert torch.equal(pil_to_tensor(img)[known], pil_to_tensor(photo)[known])
+    meta = json.loads(out[0].info["diffuse"])
+    assert meta["mode"] == "inpaint" and len(meta["mask_sha256"]) == 64 and len(meta["init_image_sha256"]) == 64
+
+
+def test_empty_mask_returns_input_full_mask_repaints(pipe, photo):
+    with pytest.warns(UserWarning, match="empty"):
+        out = pipe("a square", seed=1, steps=3, init_image=photo, mask=Image.new("L", photo.size, 0))[0]
+    assert out.tobytes() == photo.tobytes()
+    full = pipe.sample(GenerateRequest("a square", seed=1, steps=3, init_image=photo, mask=Image.new("L", photo.size, 255)))
+    assert torch.allclose(full, pipe.sample(GenerateRequest("a square", seed=1, steps=3)), atol=1e-5)
+
+
+def test_outpainting_keeps_the_original_pixels(pipe, photo):
+    canvas, mask = outpaint_canvas(photo, 16, 0, 0, 0)
+    out = pipe("a red circle", seed=2, steps=4, init_image=canvas, mask=mask)[0]
+    assert out.size == (48, 32) and out.crop((16, 0, 48, 32)).tobytes() == photo.tobytes()
+
+
+def test_seed_variations(pipe):
+    base = GenerateRequest("a star", seed=4, steps=5, sampler="euler")
+    other = GenerateRequest("a star", seed=9, steps=5, sampler="euler")
+    v0 = GenerateRequest("a star", seed=4, steps=5, sampler="euler", variation_seed=9, variation_strength=0.0)
+    v1 = GenerateRequest("a star", seed=4, steps=5, sampler="euler", variation_seed=9, variation_strength=1.0)
+    vh = GenerateRequest("a star", seed=4, steps=5, sampler="euler", variation_seed=9, variation_strength=0.3)
+    assert torch.equal(pipe.sample(v0), pipe.sample(base))
+    assert torch.allclose(pipe.sample(v1), pipe.sample(other), atol=1e-4)
+    d_base, d_other = (pipe.sample(vh) - pipe.sample(base)).abs().mean(), (pipe.sample(vh) - pipe.sample(other)).abs().mean()
+    assert 0 < d_base < d_other  # near the seed's image, not the variation seed's
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"strength": 1.5}, "strength"), ({"strength": -0.1}, "strength"),
+    ({"mask": Image.new("L", (8, 8))}, "mask is 8x8 but the image is 32x32"),
+    ({"width": 33}, "width 33"),
+])
+def test_bad_edit_requests(pipe, photo, kw, message):
+    with pytest.raises(RequestError, match=message):
+        pipe.sample(GenerateRequest("x", seed=0, steps=2, init_image=photo, **kw))
+
+
+def test_mask_without_image_and_image_of_impossible_size(pipe):
+    with pytest.raises(RequestError, match="needs an init image"):
+        GenerateRequest("x", mask=Image.new("L", (32, 32)))
+    with pytest.raises(RequestError, match="width 33"):
+        pipe.sample(GenerateRequest("x", seed=0, steps=2, init_image=Image.new("RGB", (33, 32))))
