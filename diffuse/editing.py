@@ -3,8 +3,8 @@
 - Image-to-image (SDEdit, Meng et al. 2022): start at the sigma that `strength` selects, from the
   input plus noise of that level, and run the rest of the schedule.
 - Inpainting: a denoiser wrapper that, at every evaluation, puts the known region back at the
-  current noise level (init + sigma * n, with the image's own fixed noise n) before denoising,
-  and returns the known region unchanged. The sampler only ever "sees" a consistent image.
+  current noise level (init + sigma * n, n fresh noise from the image's own generator) before
+  denoising, and returns the known region unchanged.
 - Outpainting: padding plus inpainting of the padded border.
 - Seed variations: the starting noise is a spherical blend of two seeds' noises.
 """
@@ -42,20 +42,20 @@ def noised_start(init: torch.Tensor | None, sigmas: torch.Tensor, noise: torch.T
 
 class InpaintDenoiser:
     """D'(x, sigma) for the repaint region `mask` (1 = repaint, soft values blend):
-    x' = mask x + (1 - mask)(init + sigma n);  D' = mask D(x', sigma) + (1 - mask) init.
-    Re-noising the known region to the current sigma with the same fixed noise n keeps it on
-    the probability-flow trajectory that would have produced init, so the filled region is
-    denoised in agreement with it (the replacement method of Song et al. 2021, appendix I.2,
-    and of RePaint, Lugmayr et al. 2022, without resampling)."""
+    x' = mask x + (1 - mask)(init + sigma n);  D' = mask D(x', sigma) + (1 - mask) init,
+    with fresh noise n = noise() at every evaluation: the replacement method of Song et al. 2021
+    (appendix I.2) and RePaint (Lugmayr et al. 2022) without resampling. Fresh noise measured
+    clearly better than re-using the starting noise, whose error never averages out (89-97% vs 72%
+    of fills land on the right image with the exact denoiser: benchmarks/inpaint_methods.py)."""
 
-    def __init__(self, denoiser, init: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor):
+    def __init__(self, denoiser, init: torch.Tensor, mask: torch.Tensor, noise):
         self.denoiser, self.init, self.mask, self.noise = denoiser, init, mask, noise
 
     def __call__(self, x, sigma, cond=None):
         s = sigma.reshape(-1, *[1] * (x.ndim - 1))
-        known, mask = self.init + s * self.noise, self.mask
-        d = self.denoiser(mask * x + (1 - mask) * known, sigma, cond)
-        return mask * d + (1 - mask) * self.init
+        known = self.init + s * self.noise()
+        d = self.denoiser(self.mask * x + (1 - self.mask) * known, sigma, cond)
+        return self.mask * d + (1 - self.mask) * self.init
 
 
 def composite(x: torch.Tensor, init: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -159,7 +159,7 @@ class Pipeline:
         uncond = self.model.encode([request.negative_prompt] * request.n)
         denoiser = CFGDenoiser(self.model, uncond, request.guidance)
         if mask is not None:
-            denoiser = InpaintDenoiser(denoiser, init, mask, start)
+            denoiser = InpaintDenoiser(denoiser, init, mask, noise)
         extra = {"eta": request.eta} if request.eta is not None and request.sampler in ("ddim", "euler_ancestral") else {}
         x = get_sampler(request.sampler)(denoiser, x, sigmas, cond, noise=noise, callback=callback, **extra)
         return composite(x, init, mask) if mask is not None else x

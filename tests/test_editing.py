@@ -18,19 +18,23 @@ from diffuse.schedules import karras_sigmas
 def _inpaint(finite, init, mask, name, seeds, steps=60):
     noise = SeededNoise(seeds, init.shape[1:])
     start = noise()
-    den = InpaintDenoiser(finite, init, mask, start)
+    den = InpaintDenoiser(finite, init, mask, noise)
     x = get_sampler(name)(den, start * 80.0, karras_sigmas(steps), noise=noise)
     return composite(x, init, mask)
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_inpainting_half_of_a_training_image_recovers_it(finite, name):
-    target = finite.points[3:4].expand(4, -1, -1, -1)
+    """The known half identifies the training image, so the ideal fill is its other half. The
+    replacement method approximates that posterior: 92-95% of seeds recover it here (re-using
+    the starting noise instead of fresh noise: 77-86%; see benchmarks/inpaint_methods.py)."""
+    target = finite.points[3:4].expand(32, -1, -1, -1)
     mask = torch.zeros_like(target)
     mask[..., 2:] = 1  # repaint the right half
     init = torch.where(mask > 0, torch.zeros_like(target), target)  # the right half is lost
-    out = _inpaint(finite, init, mask, name, [0, 1, 2, 3])
-    assert (out - target).abs().max() < 1e-2
+    out = _inpaint(finite, init, mask, name, list(range(32)))
+    recovered = (out - target).abs().flatten(1).max(1).values < 1e-2
+    assert recovered.float().mean() >= 0.85
     assert torch.equal(out[mask == 0], init[mask == 0])  # known region unchanged to the last bit
 
 
