@@ -10,7 +10,6 @@ export OMP_NUM_THREADS ?= 2
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev,digits]"
 	touch $(STAMP)
