@@ -6,7 +6,8 @@ STAMP   := $(VENV)/.installed
 # Keep the two CPU cores busy with math, not with thread hand-offs.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
+MODEL   ?= runs/demo
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -26,6 +27,11 @@ demo: $(STAMP)
 	$(BIN)/diffuse generate "a large blue square on a black background" --model runs/demo -n 4 --seed 0 --grid --out outputs/demo
 	$(BIN)/diffuse generate "a yellow star on a navy background" --model runs/demo -n 4 --seed 0 --grid --out outputs/demo
 	$(BIN)/diffuse generate "a green triangle on a gray background" --model runs/demo -n 4 --seed 0 --grid --out outputs/demo
+
+# Regenerate the tutorial's pictures (docs/tutorial.md) with MODEL (default: the demo model).
+docs: $(STAMP)
+	test -f $(MODEL)/config.json || $(BIN)/diffuse train --data shapes --out $(MODEL) --minutes 5 --preview-every 0
+	$(BIN)/python docs/build_tutorial.py $(MODEL)
 
 clean:
 	rm -rf $(VENV) outputs runs/demo .pytest_cache

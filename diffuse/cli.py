@@ -1,4 +1,4 @@
-"""The `diffuse` command: train, generate, img2img, inpaint, outpaint, vary, info.
+"""The `diffuse` command: train, generate, img2img, inpaint, outpaint, vary, explain, plot, info.
 
 Errors in the user's input print one line, `diffuse: error: ...`, and exit with code 2.
 """
@@ -109,6 +109,44 @@ def _add_edit(sub):
     p.add_argument("--strength", type=float, default=0.4, help="0..1, how far from the image (default: 0.4)")
 
 
+def _add_explain(sub):
+    p = sub.add_parser("explain", help="pictures of how diffusion works",
+                       description="Pictures of the process: the forward noising, the reverse denoising step by "
+                                   "step, the effect of guidance, and of a specific prompt.")
+    esub = p.add_subparsers(dest="what", required=True, parser_class=Parser)
+    q = esub.add_parser("noise", help="an image under growing noise, labelled with sigma and SNR",
+                        description="The forward process x = y + sigma * n as a strip, one fixed noise n.")
+    q.add_argument("image", help="any image")
+    q.add_argument("--sigmas", type=float, nargs="+", help="noise levels (default: 0 0.05 0.1 0.2 0.5 1 2 5 20 80)")
+    q.add_argument("--size", type=int, default=64, help="tile size in pixels (default: 64)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    q.add_argument("--out", default="outputs/explain-noise.png", help="PNG to write")
+    q = esub.add_parser("denoise", help="each step's noisy image and guess of the clean image",
+                        description="The reverse process: for each step, x_t (top) and the model's guess of the "
+                                    "clean image (bottom), as a strip PNG and an animated GIF (one frame per step).")
+    _add_sampling(q)
+    q.set_defaults(steps=10, seed=0, out="outputs/explain-denoise.png")
+    q = esub.add_parser("guidance", help="the same seed at several guidance scales",
+                        description="One prompt, one seed, a row of classifier-free guidance scales.")
+    _add_sampling(q)
+    q.add_argument("--scales", type=float, nargs="+", default=[0, 1, 2, 3, 5, 8], help="default: 0 1 2 3 5 8")
+    q.set_defaults(seed=0, out="outputs/explain-guidance.png")
+    q = esub.add_parser("prompt", help="a vague and a specific prompt at the same seeds",
+                        description="Rows of images for each prompt at the same seeds: specific prompts give "
+                                    "focused, consistent results; vague ones vary.")
+    q.add_argument("prompts", nargs="+", help="two or more prompts, e.g. \"a shape\" \"a large red circle on white\"")
+    q.add_argument("--model", required=True, help="checkpoint directory")
+    q.add_argument("-n", "--num", type=int, default=4, help="seeds per prompt (default: 4)")
+    q.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
+    q.add_argument("--out", default="outputs/explain-prompt.png", help="PNG to write")
+
+    p = sub.add_parser("plot", help="training curves of a run as a PNG",
+                       description="Plot loss (raw and smoothed), images/s and any evaluation figures from a run's log.jsonl.")
+    p.add_argument("run", help="run directory (the --out of diffuse train)")
+    p.add_argument("--out", help="PNG to write (default: RUN/curves.png)")
+
+
 def _add_info(sub):
     p = sub.add_parser("info", help="show what a checkpoint holds",
                        description="Show a checkpoint's network, text encoder, training data and steps.")
@@ -122,6 +160,7 @@ def build_parser() -> Parser:
     _add_train(sub)
     _add_generate(sub)
     _add_edit(sub)
+    _add_explain(sub)
     _add_info(sub)
     return parser
 
@@ -230,6 +269,50 @@ def cmd_vary(a) -> None:
     run_request(a, request_from_args(a, init_image=img, strength=a.strength))
 
 
+def _png_path(out: str) -> Path:
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        raise DiffuseError(f"--out must name a .png file, got {out!r}")
+    return path
+
+
+def cmd_explain(a) -> None:
+    from . import explain
+    from .pipeline import Pipeline, save_png
+    out = _png_path(a.out)
+    if a.what == "noise":
+        img = explain.noise_strip(open_image(a.image), a.sigmas or explain.DEFAULT_NOISE_SIGMAS, a.size, a.seed)
+        save_png(img, out)
+        print(out)
+        return
+    pipe = Pipeline.load(a.model, getattr(a, "device", "cpu"))
+    if a.what == "denoise":
+        req = request_from_args(a)
+        strip, frames = explain.denoise_strip(pipe, req)
+        save_png(strip, out)
+        explain.save_gif(frames, out.with_suffix(".gif"))
+        print(out)
+        print(out.with_suffix(".gif"))
+    elif a.what == "guidance":
+        if any(g < 0 for g in a.scales):
+            raise DiffuseError("guidance scales must be >= 0")
+        save_png(explain.guidance_row(pipe, request_from_args(a), a.scales), out)
+        print(out)
+    else:
+        if len(a.prompts) < 2:
+            raise DiffuseError("give at least two prompts to compare")
+        from .pipeline import GenerateRequest
+        GenerateRequest(a.prompts[0], n=a.num, seed=a.seed, steps=a.steps)  # validates the numbers
+        save_png(explain.prompt_grid(pipe, a.prompts, a.num, a.seed, a.steps), out)
+        print(out)
+
+
+def cmd_plot(a) -> None:
+    from .explain import plot_run
+    out = _png_path(a.out) if a.out else Path(a.run) / "curves.png"
+    print(plot_run(a.run, out))
+
+
 def cmd_info(a) -> None:
     from .checkpoint import read_config
     cfg = read_config(a.model)
@@ -255,7 +338,7 @@ def cmd_info(a) -> None:
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "img2img": cmd_img2img, "inpaint": cmd_inpaint,
-            "outpaint": cmd_outpaint, "vary": cmd_vary, "info": cmd_info}
+            "outpaint": cmd_outpaint, "vary": cmd_vary, "explain": cmd_explain, "plot": cmd_plot, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

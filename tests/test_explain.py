@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffuse import GenerateRequest, Pipeline
+from diffuse.cli import main
+from diffuse.errors import DiffuseError
+from diffuse.explain import (LABEL_H, denoise_strip, forward_process, guidance_row, noise_strip, plot_run,
+                             prompt_grid, snr)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    return Pipeline.load(tiny_model_dir)
+
+
+def test_forward_process_noise_grows_as_sigma_says():
+    y = torch.rand(3, 64, 64) * 2 - 1
+    sigmas = [0.0, 0.1, 0.5, 2.0, 80.0]
+    xs = forward_process(y, sigmas, seed=1)
+    for x, s in zip(xs, sigmas):
+        assert (x - y).std().item() == pytest.approx(s, rel=0.03, abs=1e-6)
+    assert snr(y, 0.5) == pytest.approx(y.var().item() / 0.25) and snr(y, 0) == float("inf")
+
+
+def test_noise_strip_layout_and_measured_noise_levels():
+    sigmas = [0.0, 0.05, 0.1, 0.2]
+    strip = noise_strip(Image.new("RGB", (40, 40), (128, 128, 128)), sigmas, size=64, seed=0)
+    tile = 128  # 64 px shown at 2x
+    assert strip.size == (len(sigmas) * tile, tile + LABEL_H)
+    a = np.asarray(strip).astype(np.float64)
+    for k, s in enumerate(sigmas):
+        pixels = a[:tile, k * tile:(k + 1) * tile] / 127.5
+        shown = s * 0.5 / np.sqrt(s ** 2 + 0.25)  # x = sigma n on a mid-grey image, scaled for display
+        assert pixels.std() == pytest.approx(shown, rel=0.1, abs=0.01)
+    with pytest.raises(DiffuseError):
+        noise_strip(Image.new("RGB", (8, 8)), [-1.0])
+
+
+def test_denoise_strip_has_a_column_and_a_frame_per_step(pipe):
+    strip, frames = denoise_strip(pipe, GenerateRequest("a red circle", seed=0, steps=5))
+    assert len(frames) == 5
+    assert strip.size == (6 * 96, 2 * (96 + LABEL_H))  # 5 steps + the final image, 32 px at 3x
+    assert frames[0].size == (2 * 128, 128 + LABEL_H)
+
+
+def test_guidance_row_and_prompt_grid(pipe):
+    row = guidance_row(pipe, GenerateRequest("a red circle", seed=0, steps=3), [0, 1, 4])
+    assert row.size == (3 * 96, 96 + LABEL_H)
+    tiles = [np.asarray(row)[:96, k * 96:(k + 1) * 96] for k in range(3)]
+    assert not np.array_equal(tiles[0], tiles[2])
+    grid = prompt_grid(pipe, ["a shape", "a large red circle on a white background"], n=3, seed=0, steps=3)
+    assert grid.size == (3 * 96, 2 * (96 + LABEL_H))
+
+
+def test_plot_reads_a_real_log_and_fails_clearly(tiny_model_dir, tmp_path):
+    out = plot_run(tiny_model_dir, tmp_path / "curves.png")
+    assert Image.open(out).size[0] > 300
+    with pytest.raises(DiffuseError, match="no training log"):
+        plot_run(tmp_path, tmp_path / "x.png")
+    (tmp_path / "log.jsonl").write_text("")
+    with pytest.raises(DiffuseError, match="no training steps"):
+        plot_run(tmp_path, tmp_path / "x.png")
+
+
+def test_explain_and_plot_commands(tiny_model_dir, tmp_path, capsys):
+    img = tmp_path / "in.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(img)
+    m = ["--model", str(tiny_model_dir)]
+    assert main(["explain", "noise", str(img), "--sigmas", "0", "1", "10", "--out", str(tmp_path / "n.png")]) == 0
+    assert Image.open(tmp_path / "n.png").size == (3 * 128, 128 + LABEL_H)
+    assert main(["explain", "denoise", "a red circle", *m, "--steps", "4", "--out", str(tmp_path / "d.png")]) == 0
+    gif = Image.open(tmp_path / "d.gif")
+    assert gif.n_frames == 4
+    assert main(["explain", "guidance", "a star", *m, "--steps", "2", "--scales", "1", "3", "--out", str(tmp_path / "g.png")]) == 0
+    assert main(["explain", "prompt", "a shape", "a red star", *m, "--steps", "2", "-n", "2", "--out", str(tmp_path / "p.png")]) == 0
+    assert main(["plot", str(tiny_model_dir), "--out", str(tmp_path / "c.png")]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "no training log" in capsys.readouterr().err
+    assert main(["explain", "guidance", "a star", *m, "--scales", "-1", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["explain", "prompt", "only one", *m, "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["explain", "noise", str(tmp_path / "missing.png"), "--out", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()
