@@ -9,7 +9,6 @@
 - Seed variations: the starting noise is a spherical blend of two seeds' noises.
 """
 
-import math
 
 import numpy as np
 import torch

@@ -8,7 +8,7 @@ every residual block (ADM's adaptive group norm).
 """
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F

@@ -153,11 +153,6 @@ def get_sampler(name: str) -> Callable:
     return SAMPLERS[name]
 
 
-def evaluations(name: str, steps: int) -> int:
-    """Denoiser evaluations a sampler spends on `steps` steps (Heun: two per step but the last)."""
-    return 2 * steps - 1 if name == "heun" else steps
-
-
 class SeededNoise:
     """Noise for a batch where image k draws only from its own generator seeded with seeds[k],
     so every image is the same whether it is generated alone or in any batch (EDM's

@@ -9,7 +9,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -261,7 +261,3 @@ class Trainer:
 
 def train(cfg: TrainConfig) -> Path:
     return Trainer(cfg).run()
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from diffuse import GenerateRequest, Pipeline
-from diffuse.data import pil_to_tensor, tensor_to_pil
+from diffuse.data import pil_to_tensor
 from diffuse.editing import (InpaintDenoiser, composite, img2img_sigmas, mask_tensor, noised_start, outpaint_canvas,
                              slerp)
 from diffuse.errors import RequestError

@@ -3,7 +3,7 @@ import torch
 
 from diffuse.errors import DiffuseError
 from diffuse.model import TextToImageModel
-from diffuse.networks import PRESETS, UNet, preset
+from diffuse.networks import PRESETS, preset
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -37,3 +37,12 @@ def test_presets_are_listed_and_unknown_is_an_error():
     assert {"tiny", "small", "medium", "large"} <= set(PRESETS)
     with pytest.raises(DiffuseError, match="unknown preset"):
         preset("huge")
+
+
+def test_patching_folds_pixels_into_channels_and_back():
+    from dataclasses import replace
+    cfg = replace(preset("tiny"), patch_size=2, attn_resolutions=(8,))
+    model = TextToImageModel.create(cfg, ["a red circle"])
+    assert cfg.stride == 4
+    x = torch.randn(2, 3, 32, 32)
+    assert model(x, torch.tensor([0.5, 3.0]), model.encode(["a", "b"])).shape == x.shape

@@ -56,7 +56,7 @@ def test_finite_data_samples_land_on_training_points(finite, name):
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_last_step_returns_denoised_and_callback_sees_every_step(gaussian, name):
-    steps, seen = [], []
+    steps = []
     x = torch.randn(3, 1, 4, 4) * 80.0
     out = get_sampler(name)(gaussian, x, karras_sigmas(7), callback=steps.append)
     assert [s.index for s in steps] == list(range(7)) and all(s.total == 7 for s in steps)

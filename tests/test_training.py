@@ -4,8 +4,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffuse.checkpoint import load_checkpoint
-from diffuse.data import load_shapes
 from diffuse.denoiser import EDMLoss
 from diffuse.errors import DiffuseError
 from diffuse.pipeline import GenerateRequest, Pipeline
