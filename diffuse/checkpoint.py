@@ -1,9 +1,9 @@
 """Checkpoints: a directory with model.safetensors (EMA weights) and config.json, plus the
 training state for resuming (training_state.safetensors + training_state.json). No pickles.
 
-Every file is written to a temporary name and renamed into place (atomic on POSIX), and
-config.json, written last, records the SHA-256 of the weights, so a half-written or corrupted
-checkpoint is detected on load instead of producing garbage.
+Every file is written in full under a temporary name and then renamed into place (atomic on
+POSIX), config.json last; it records the SHA-256 of the weights, so a corrupted checkpoint is
+detected on load instead of producing garbage.
 """
 
 import hashlib
@@ -44,37 +44,48 @@ def _commit(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def _stage_json(path: Path, data: dict) -> Path:
     tmp = _temp_path(path)
     tmp.write_text(json.dumps(data, indent=2) + "\n")
-    _commit(tmp, path)
+    return tmp
 
 
-def write_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> str:
-    """Write, rename into place, and return the file's SHA-256."""
+def _stage_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[Path, str]:
+    """Write to a temporary file beside `path`; return it and its SHA-256."""
     tmp = _temp_path(path)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        digest = sha256_file(tmp)
-        _commit(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-    return digest
+        raise
+    return tmp, sha256_file(tmp)
 
 
 def save_checkpoint(directory: str | Path, model: TextToImageModel, info: dict,
                     state_tensors: dict[str, torch.Tensor] | None = None, state_info: dict | None = None) -> str:
     """Save `model` (pass the EMA copy) and, optionally, the training state. Returns the model hash.
-    `info` holds the data summary and training figures that config.json records."""
+    `info` holds the data summary and training figures that config.json records.
+
+    Every file is first written in full under a temporary name; only then are they renamed into
+    place, config.json last, so a crash while writing leaves the previous checkpoint whole."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    digest = write_tensors_atomic(d / MODEL_FILE, model.state_dict())
-    if state_tensors is not None:
-        state_digest = write_tensors_atomic(d / STATE_FILE, state_tensors)
-        write_json_atomic(d / STATE_JSON, {**(state_info or {}), "model_sha256": digest, "sha256": state_digest})
-    # config.json last: it is what makes the new weights the checkpoint's weights.
-    write_json_atomic(d / CONFIG_FILE, {"format": FORMAT, "version": VERSION, **model.config(), **info,
-                                        "weights_sha256": digest})
+    staged: list[tuple[Path, Path]] = []
+    try:
+        tmp, digest = _stage_tensors(d / MODEL_FILE, model.state_dict())
+        staged.append((tmp, d / MODEL_FILE))
+        if state_tensors is not None:
+            tmp, state_digest = _stage_tensors(d / STATE_FILE, state_tensors)
+            staged.append((tmp, d / STATE_FILE))
+            staged.append((_stage_json(d / STATE_JSON, {**(state_info or {}), "model_sha256": digest,
+                                                        "sha256": state_digest}), d / STATE_JSON))
+        staged.append((_stage_json(d / CONFIG_FILE, {"format": FORMAT, "version": VERSION, **model.config(), **info,
+                                                     "weights_sha256": digest}), d / CONFIG_FILE))
+        for tmp, path in staged:
+            _commit(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
     return digest
 
 

@@ -68,3 +68,23 @@ def _flip_byte(path):
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def test_a_save_that_fails_half_way_leaves_the_previous_checkpoint_whole(ckpt, monkeypatch):
+    import diffuse.checkpoint as cp
+    model, cfg = load_checkpoint(ckpt)
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    calls = []
+
+    def failing_stage_json(path, data):
+        calls.append(path.name)
+        if path.name == "config.json":
+            raise OSError("disk full")
+        return original(path, data)
+
+    original = cp._stage_json
+    monkeypatch.setattr(cp, "_stage_json", failing_stage_json)
+    with pytest.raises(OSError, match="disk full"):
+        cp.save_checkpoint(ckpt, model, {"training": {"steps": 99}}, {"x": model.state_dict()["text_encoder.pos"]}, {})
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before  # nothing replaced, no temp files
+    load_checkpoint(ckpt)
