@@ -32,7 +32,7 @@ def _add_train(sub):
     budget = p.add_argument_group("budget (at least one)")
     budget.add_argument("--minutes", type=float, help="wall-clock minutes for this invocation")
     budget.add_argument("--steps", type=int, help="total optimizer steps of the run (resumed steps count)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per step (default: 8)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per step (default: 16)")
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: 2e-3)")
     p.add_argument("--seed", type=int, default=0, help="run seed: data order, noise (default: 0)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],

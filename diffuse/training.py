@@ -29,7 +29,7 @@ class TrainConfig:
     out: str                           # run directory: the checkpoint, log.jsonl and previews/
     preset: str = "small"              # network size, see networks.PRESETS
     image_size: int = 32               # 32 or 64
-    batch_size: int = 8
+    batch_size: int = 16
     lr: float = 2e-3                   # AdamW peak learning rate
     weight_decay: float = 0.0
     warmup_steps: int = 50             # linear learning-rate warm-up
