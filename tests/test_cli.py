@@ -1,5 +1,6 @@
 """The `diffuse` command: smoke tests with a tiny model, and every bad input."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -90,7 +91,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(folders, capsys, args, 
     (["--steps", "many"], "invalid int"),
 ])
 def test_bad_generate_options(tiny_model_dir, tmp_path, capsys, extra, message):
-    with pytest.raises(SystemExit) if "invalid" in message else _nothing():
+    with pytest.raises(SystemExit) if "invalid" in message else contextlib.nullcontext():
         code, out, err = run(["generate", "x", "--model", tiny_model_dir, "--out", tmp_path / "o"] + extra, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     if "invalid" in message:
@@ -105,14 +106,6 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     p = subprocess.run([sys.executable, "-m", "diffuse", "generate", "x", "--model", "m", "--sampler", "nope"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 @pytest.fixture
