@@ -44,15 +44,19 @@ def _add_train(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_sampling(p, prompt_optional: bool = False):
-    """Options every generating command shares (they fill one GenerateRequest)."""
+def _add_sampling(p, prompt_optional: bool = False, writes_images: bool = True):
+    """Options every generating command shares (they fill one GenerateRequest). Commands that
+    draw one picture of the process (explain) take one image and their own --out."""
     if prompt_optional:
         p.add_argument("prompt", nargs="?", help="what to draw (default: the prompt recorded in the image, if any)")
     else:
         p.add_argument("prompt", help="what to draw")
     p.add_argument("--model", required=True, help="checkpoint directory (from diffuse train)")
     p.add_argument("--negative-prompt", default="", help="what guidance steers away from")
-    p.add_argument("-n", "--num", type=int, default=1, help="number of images (default: 1)")
+    if writes_images:
+        p.add_argument("-n", "--num", type=int, default=1, help="number of images (default: 1)")
+    else:
+        p.set_defaults(num=1)
     p.add_argument("--seed", type=int, help="seed of the first image; image k uses seed+k (default: random)")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
     p.add_argument("--sampler", default="dpmpp_2m", choices=list(SAMPLERS), help="default: dpmpp_2m")
@@ -63,8 +67,9 @@ def _add_sampling(p, prompt_optional: bool = False):
     p.add_argument("--height", type=int, help="default: the input image's or the model's size")
     p.add_argument("--variation-seed", type=int, help="seed variations: blend this seed's noise in")
     p.add_argument("--variation-strength", type=float, default=0.0, help="0 = the seed's image, 1 = the variation seed's")
-    p.add_argument("--out", default="outputs", help="a folder, or a .png file name (default: outputs/)")
-    p.add_argument("--grid", action="store_true", help="also write all images as one grid")
+    if writes_images:
+        p.add_argument("--out", default="outputs", help="a folder, or a .png file name (default: outputs/)")
+        p.add_argument("--grid", action="store_true", help="also write all images as one grid")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
@@ -124,13 +129,15 @@ def _add_explain(sub):
     q = esub.add_parser("denoise", help="each step's noisy image and guess of the clean image",
                         description="The reverse process: for each step, x_t (top) and the model's guess of the "
                                     "clean image (bottom), as a strip PNG and an animated GIF (one frame per step).")
-    _add_sampling(q)
-    q.set_defaults(steps=10, seed=0, out="outputs/explain-denoise.png")
+    _add_sampling(q, writes_images=False)
+    q.add_argument("--out", default="outputs/explain-denoise.png", help="PNG to write; the GIF goes beside it")
+    q.set_defaults(steps=10, seed=0)
     q = esub.add_parser("guidance", help="the same seed at several guidance scales",
                         description="One prompt, one seed, a row of classifier-free guidance scales.")
-    _add_sampling(q)
+    _add_sampling(q, writes_images=False)
     q.add_argument("--scales", type=float, nargs="+", default=[0, 1, 2, 3, 5, 8], help="default: 0 1 2 3 5 8")
-    q.set_defaults(seed=0, out="outputs/explain-guidance.png")
+    q.add_argument("--out", default="outputs/explain-guidance.png", help="PNG to write")
+    q.set_defaults(seed=0)
     q = esub.add_parser("prompt", help="a vague and a specific prompt at the same seeds",
                         description="Rows of images for each prompt at the same seeds: specific prompts give "
                                     "focused, consistent results; vague ones vary.")

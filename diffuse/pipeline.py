@@ -25,7 +25,7 @@ from .editing import (InpaintDenoiser, check_strength, composite, image_sha256, 
 from .errors import RequestError
 from .guidance import CFGDenoiser
 from .model import TextToImageModel
-from .samplers import SAMPLERS, SeededNoise, Step, get_sampler
+from .samplers import SAMPLERS, STOCHASTIC, SeededNoise, Step, get_sampler
 from .schedules import SCHEDULES, SIGMA_MAX, SIGMA_MIN, get_sigmas
 
 MAX_IMAGES, MAX_STEPS = 64, 1000
@@ -160,7 +160,7 @@ class Pipeline:
         denoiser = CFGDenoiser(self.model, uncond, request.guidance)
         if mask is not None:
             denoiser = InpaintDenoiser(denoiser, init, mask, noise)
-        extra = {"eta": request.eta} if request.eta is not None and request.sampler in ("ddim", "euler_ancestral") else {}
+        extra = {"eta": request.eta} if request.eta is not None and request.sampler in STOCHASTIC else {}
         x = get_sampler(request.sampler)(denoiser, x, sigmas, cond, noise=noise, callback=callback, **extra)
         return composite(x, init, mask) if mask is not None else x
 

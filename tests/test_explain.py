@@ -71,8 +71,8 @@ def test_explain_and_plot_commands(tiny_model_dir, tmp_path, capsys):
     assert main(["explain", "noise", str(img), "--sigmas", "0", "1", "10", "--out", str(tmp_path / "n.png")]) == 0
     assert Image.open(tmp_path / "n.png").size == (3 * 128, 128 + LABEL_H)
     assert main(["explain", "denoise", "a red circle", *m, "--steps", "4", "--out", str(tmp_path / "d.png")]) == 0
-    gif = Image.open(tmp_path / "d.gif")
-    assert gif.n_frames == 4
+    with Image.open(tmp_path / "d.gif") as gif:
+        assert gif.n_frames == 4
     assert main(["explain", "guidance", "a star", *m, "--steps", "2", "--scales", "1", "3", "--out", str(tmp_path / "g.png")]) == 0
     assert main(["explain", "prompt", "a shape", "a red star", *m, "--steps", "2", "-n", "2", "--out", str(tmp_path / "p.png")]) == 0
     assert main(["plot", str(tiny_model_dir), "--out", str(tmp_path / "c.png")]) == 0
