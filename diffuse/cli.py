@@ -40,6 +40,10 @@ def _add_train(sub):
     p.add_argument("--preview-every", type=int, default=500, help="steps between preview grids, 0 for none (default: 500)")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: 1000)")
     p.add_argument("--data-size", type=int, default=20000, help="images drawn for 'shapes' (default: 20000)")
+    p.add_argument("--all-pairs", action="store_true",
+                   help="shapes: train on every (shape, colour) pair; by default six pairs are held out for evaluation")
+    p.add_argument("--ema-halflife-kimg", type=float, default=2.0,
+                   help="EMA half-life in thousands of images (default: 2; longer runs gain from longer)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -177,7 +181,7 @@ def cmd_train(a) -> None:
     cfg = TrainConfig(data=a.data, out=a.out, preset=a.preset, image_size=a.size, batch_size=a.batch_size, lr=a.lr,
                       minutes=a.minutes, steps=a.steps, seed=a.seed, precision=a.precision,
                       preview_every=a.preview_every, checkpoint_every=a.checkpoint_every, data_size=a.data_size,
-                      resume=a.resume, progress=not a.quiet)
+                      holdout=not a.all_pairs, ema_halflife_kimg=a.ema_halflife_kimg, resume=a.resume, progress=not a.quiet)
     out = train(cfg)
     print(f"saved {out}")
 

@@ -120,7 +120,7 @@ SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230), "yellow": (240, 220, 40),
           "purple": (150, 60, 200), "orange": (245, 140, 30), "cyan": (40, 210, 220), "pink": (245, 130, 190)}
 BACKGROUNDS = {"black": (15, 15, 15), "white": (240, 240, 240), "gray": (128, 128, 128), "navy": (20, 30, 80)}
-SIZES = {"small": 0.22, "large": 0.40}  # radius as a share of the image side
+SIZES = {"small": 0.26, "large": 0.40}  # radius as a share of the image side (before the position factor)
 POSITIONS = {"center": (0.5, 0.5), "top left": (0.3, 0.3), "top right": (0.7, 0.3),
              "bottom left": (0.3, 0.7), "bottom right": (0.7, 0.7)}
 TEMPLATES = (
@@ -131,6 +131,13 @@ TEMPLATES = (
     "{color} {shape}",
     "a {shape} colored {color} against {background}",
 )
+
+
+# (shape, colour) pairs that training on `shapes` leaves out by default, so evaluation can ask whether
+# a model composes attributes it never saw together. Each shape and each of six colours is left
+# out once; every shape and every colour still appears in training with other partners.
+HELD_OUT = frozenset({("star", "red"), ("circle", "blue"), ("triangle", "yellow"), ("square", "green"),
+                      ("cross", "purple"), ("diamond", "cyan")})
 
 
 @dataclass(frozen=True)
@@ -174,7 +181,7 @@ def render_shape(spec: ShapeSpec, size: int, rng: random.Random) -> Image.Image:
     draw = ImageDraw.Draw(img)
     px, py = POSITIONS[spec.position]
     cx, cy = (px + rng.uniform(-0.04, 0.04)) * s, (py + rng.uniform(-0.04, 0.04)) * s
-    r = SIZES[spec.size] * (0.5 if spec.position != "center" else 0.65) * s * rng.uniform(0.9, 1.1)
+    r = SIZES[spec.size] * (0.55 if spec.position != "center" else 0.65) * s * rng.uniform(0.9, 1.1)
     color = jitter(COLORS[spec.color], 15)
     if spec.shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
@@ -232,10 +239,11 @@ def load_digits(size: int = 32, seed: int = 0) -> TensorDataset:
     return TensorDataset(torch.stack(images), captions, summary)
 
 
-def load_dataset(spec: str, size: int, seed: int = 0, shapes: int = 20000) -> TensorDataset:
-    """`shapes` (that many drawn), `digits`, or a path to an image folder."""
+def load_dataset(spec: str, size: int, seed: int = 0, shapes: int = 20000, holdout: bool = True) -> TensorDataset:
+    """`shapes` (that many drawn, without the HELD_OUT pairs unless holdout is False), `digits`,
+    or a path to an image folder."""
     if spec == "shapes":
-        return load_shapes(size, n=shapes, seed=seed)
+        return load_shapes(size, n=shapes, seed=seed, exclude=HELD_OUT if holdout else frozenset())
     if spec == "digits":
         return load_digits(size, seed=seed)
     return load_image_folder(spec, size)

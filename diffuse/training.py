@@ -42,6 +42,7 @@ class TrainConfig:
     p_std: float = 1.2
     seed: int = 0
     data_size: int = 20000             # images drawn for the procedural datasets (shapes)
+    holdout: bool = True               # shapes: leave out data.HELD_OUT (shape, colour) pairs
     precision: str = "auto"            # auto | fp32 | bf16 (auto: bf16 on CUDA, fp32 on CPU where bf16 measured slower)
     device: str = "cpu"
     preview_every: int = 500           # steps between preview grids (0: none)
@@ -71,7 +72,7 @@ class TrainConfig:
 
 
 # Fields that define what is trained; resuming with others would not continue the same run.
-RUN_IDENTITY = ("data", "preset", "image_size", "seed", "data_size")
+RUN_IDENTITY = ("data", "preset", "image_size", "seed", "data_size", "holdout")
 
 
 def epoch_permutation(n: int, epoch: int, seed: int) -> torch.Tensor:
@@ -121,9 +122,11 @@ class Trainer:
             saved = read_config(self.out)  # fails clearly when there is nothing to resume
             state_tensors, state = load_training_state(self.out)
             for k in RUN_IDENTITY:
-                if state["train"][k] != getattr(cfg, k):
-                    raise DiffuseError(f"cannot resume: the run used {k}={state['train'][k]!r}, not {getattr(cfg, k)!r}")
-        self.data: TensorDataset = load_dataset(cfg.data, cfg.image_size, seed=cfg.seed, shapes=cfg.data_size)
+                was = state["train"].get(k, getattr(TrainConfig, k, None))
+                if was != getattr(cfg, k):
+                    raise DiffuseError(f"cannot resume: the run used {k}={was!r}, not {getattr(cfg, k)!r}")
+        self.data: TensorDataset = load_dataset(cfg.data, cfg.image_size, seed=cfg.seed, shapes=cfg.data_size,
+                                                  holdout=cfg.holdout)
         if state is None:
             torch.manual_seed(cfg.seed)
             self.model = TextToImageModel.create(preset(cfg.preset, cfg.image_size), self.data.captions)

@@ -101,3 +101,13 @@ def test_digits_are_captioned_with_their_class():
     from diffuse.data import DIGIT_WORDS
     for i in range(20):
         assert str(target[i]) in ds.captions[i] or DIGIT_WORDS[target[i]] in ds.captions[i]
+
+
+def test_shapes_hold_out_pairs_by_default():
+    from diffuse.data import HELD_OUT, load_dataset
+    held = load_dataset("shapes", 16, shapes=400)
+    pairs = {tuple(p) for p in held.summary["exclude"]}
+    assert pairs == set(HELD_OUT)
+    for caption in held.captions:
+        assert not any(f"{c} {s}" in caption or f"{s} colored {c}" in caption for s, c in HELD_OUT)
+    assert load_dataset("shapes", 16, shapes=400, holdout=False).summary["exclude"] == []
