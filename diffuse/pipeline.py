@@ -114,13 +114,14 @@ def check_size(model: TextToImageModel, width: int, height: int) -> None:
 
 
 class Pipeline:
-    def __init__(self, model: TextToImageModel, model_hash: str = "", name: str = ""):
+    def __init__(self, model: TextToImageModel, model_hash: str = "", name: str = "", config: dict | None = None):
         self.model, self.model_hash, self.name = model.eval(), model_hash, name
+        self.config = config or {}  # the checkpoint's config.json (data summary, training figures)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "Pipeline":
         model, cfg = load_checkpoint(path, device)
-        return cls(model, cfg["weights_sha256"], Path(path).name)
+        return cls(model, cfg["weights_sha256"], Path(path).name, cfg)
 
     @property
     def device(self) -> torch.device:

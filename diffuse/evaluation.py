@@ -1,0 +1,342 @@
+"""Prompt adherence for the procedural datasets: does the image show what the prompt asked for?
+
+A small CNN (the *reader*) is trained on freshly drawn images of the dataset to read every
+attribute (shapes: shape, colour, background, size, position; digits: the digit), then cached.
+`evaluate` generates images for a fixed prompt set and reports:
+
+- match rates: per attribute and all attributes at once, for the (shape, colour) pairs the model
+  was trained on and apart for the pairs held out of training (data.HELD_OUT): can it compose
+  attributes it never saw together?
+- a Frechet distance between generated and real draws of the same prompts, in the reader's
+  feature space (FID's formula, Heusel et al. 2017, eq. 6, with the reader in place of
+  Inception), next to its floor: the distance between two independent real sets of equal size;
+- diversity: mean pairwise feature distance among the images of one prompt, generated over real,
+  so a model that draws one image per prompt scores near 0 however well it matches.
+"""
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import (BACKGROUNDS, COLORS, DIGIT_WORDS, HELD_OUT, POSITIONS, SHAPES, SIZES, ShapeSpec, pil_to_tensor,
+                   render_shape, shape_specs)
+from .errors import DiffuseError
+
+READER_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- what can be read
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    prompt: str
+    target: dict[str, int]      # attribute -> class index the image must show
+    group: str                  # "seen" or "held-out"
+    spec: object                # what `Task.draw_real` needs to draw real images of this prompt
+
+
+@dataclass
+class Task:
+    """Everything the evaluator knows about one procedural dataset."""
+    name: str
+    heads: dict[str, tuple[str, ...]]                       # attribute -> class names
+    draw: Callable[[int, int, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]  # (n, size, seed) -> training data
+    prompts: Callable[[], list[EvalPrompt]]
+    draw_real: Callable[[object, int, int], torch.Tensor]   # (spec, size, seed) -> one real image [3, H, W]
+    scored: tuple[str, ...] = field(default=())               # attributes a prompt fixes (the rest are free)
+
+
+def _shape_labels(spec: ShapeSpec) -> dict[str, int]:
+    return {"shape": SHAPES.index(spec.shape), "color": list(COLORS).index(spec.color),
+            "background": list(BACKGROUNDS).index(spec.background), "size": list(SIZES).index(spec.size),
+            "position": list(POSITIONS).index(spec.position)}
+
+
+def _draw_shapes(n: int, size: int, seed: int):
+    """Reader training data: every attribute combination, held-out pairs included (the reader
+    must read them), uniformly."""
+    rng, specs = random.Random(f"reader-{seed}"), shape_specs()
+    images, labels = [], {k: [] for k in ("shape", "color", "background", "size", "position")}
+    for _ in range(n):
+        spec = specs[rng.randrange(len(specs))]
+        images.append(pil_to_tensor(render_shape(spec, size, rng)))
+        for k, v in _shape_labels(spec).items():
+            labels[k].append(v)
+    return torch.stack(images), {k: torch.tensor(v) for k, v in labels.items()}
+
+
+def shape_prompts() -> list[EvalPrompt]:
+    """A fixed prompt set: every (shape, colour) pair; seen pairs twice, held-out pairs four
+    times, with background and size cycling so each is asked for equally. Position is left
+    free (it is not in the prompt), so the model must vary it."""
+    out, bgs, sizes = [], list(BACKGROUNDS), list(SIZES)
+    k = 0
+    for shape in SHAPES:
+        for color in COLORS:
+            held = (shape, color) in HELD_OUT
+            for _ in range(4 if held else 2):
+                spec = ShapeSpec(shape, color, bgs[k % len(bgs)], sizes[(k // len(bgs)) % len(sizes)], "center")
+                k += 1
+                target = {a: v for a, v in _shape_labels(spec).items() if a != "position"}
+                out.append(EvalPrompt(f"a {spec.size} {color} {shape} on a {spec.background} background", target,
+                                      "held-out" if held else "seen", spec))
+    return out
+
+
+def _draw_real_shape(spec: ShapeSpec, size: int, seed: int) -> torch.Tensor:
+    """A real image of the prompt: its position drawn at random, as the prompt leaves it free."""
+    rng = random.Random(f"real-{seed}")
+    full = ShapeSpec(spec.shape, spec.color, spec.background, spec.size, rng.choice(list(POSITIONS)))
+    return pil_to_tensor(render_shape(full, size, rng))
+
+
+def _digit_images(size: int):
+    from sklearn.datasets import load_digits as sk_digits
+
+    from .data import load_digits
+    return load_digits(size).images, torch.from_numpy(sk_digits().target).long()
+
+
+def _draw_digits(n: int, size: int, seed: int):
+    """Reader training data for digits: scikit-learn's digits, shifted by up to 2 pixels."""
+    images, labels = _digit_images(size)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(images), (n,), generator=g)
+    shifts = torch.randint(-2, 3, (n, 2), generator=g)
+    out = torch.stack([torch.roll(images[i], tuple(s.tolist()), dims=(1, 2)) for i, s in zip(idx, shifts)])
+    return out, {"digit": labels[idx]}
+
+
+def digit_prompts() -> list[EvalPrompt]:
+    return [EvalPrompt(t.format(d=d, w=DIGIT_WORDS[d]), {"digit": d}, "seen", d)
+            for d in range(10) for t in ("the digit {d}", "a handwritten {w}")]
+
+
+def _draw_real_digit(digit: int, size: int, seed: int) -> torch.Tensor:
+    images, labels = _digit_images(size)
+    pool = (labels == digit).nonzero().flatten()
+    return images[pool[random.Random(f"real-{seed}").randrange(len(pool))]]
+
+
+TASKS = {
+    "shapes": Task("shapes", {"shape": SHAPES, "color": tuple(COLORS), "background": tuple(BACKGROUNDS),
+                              "size": tuple(SIZES), "position": tuple(POSITIONS)},
+                   _draw_shapes, shape_prompts, _draw_real_shape, scored=("shape", "color", "background", "size")),
+    "digits": Task("digits", {"digit": tuple(str(d) for d in range(10))}, _draw_digits, digit_prompts,
+                   _draw_real_digit, scored=("digit",)),
+}
+
+
+# ----------------------------------------------------------------------------- the reader
+
+class Reader(nn.Module):
+    """A small CNN with one linear head per attribute; `features` is its 64-d penultimate layer."""
+
+    def __init__(self, heads: dict[str, int], width: int = 32, features: int = 64):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+        self.body = nn.Sequential(block(3, width), nn.MaxPool2d(2), block(width, 2 * width), nn.MaxPool2d(2),
+                                  block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                                  nn.Linear(16 * 4 * width, features), nn.ReLU())
+        self.heads = nn.ModuleDict({k: nn.Linear(features, n) for k, n in heads.items()})
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.body(x)
+        return {k: h(f) for k, h in self.heads.items()}
+
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Mild blur and noise so the reader also reads the softer images a sampler makes."""
+    b = x.shape[0]
+    blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    w = torch.rand(b, 1, 1, 1, generator=g) * 0.5
+    return (1 - w) * x + w * blur + torch.randn(x.shape, generator=g) * torch.rand(b, 1, 1, 1, generator=g) * 0.08
+
+
+def train_reader(task: Task, size: int, n: int = 12000, epochs: int = 3, seed: int = 0,
+                 progress: Callable[[str], None] | None = None) -> tuple[Reader, dict]:
+    torch.manual_seed(seed)
+    t0 = time.monotonic()
+    images, labels = task.draw(n, size, seed)
+    reader = Reader({k: len(v) for k, v in task.heads.items()})
+    opt = torch.optim.AdamW(reader.parameters(), lr=2e-3, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed)
+    batch, steps = 128, epochs * (n // 128)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    reader.train()
+    for step in range(steps):
+        idx = torch.randint(n, (batch,), generator=g)
+        out = reader(augment(images[idx], g))
+        loss = sum(F.cross_entropy(out[k], labels[k][idx]) for k in out)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress and step % 100 == 0:
+            progress(f"reader step {step}/{steps} loss {loss.item():.3f}")
+    reader.eval()
+    test_images, test_labels = task.draw(2000, size, seed + 1)  # fresh draws it never saw
+    pred = read(reader, test_images)
+    accuracy = {k: (pred[k] == test_labels[k]).float().mean().item() for k in task.heads}
+    info = {"task": task.name, "size": size, "version": READER_VERSION, "train_images": n, "epochs": epochs,
+            "seed": seed, "accuracy": accuracy, "train_s": round(time.monotonic() - t0, 1)}
+    return reader, info
+
+
+@torch.no_grad()
+def read(reader: Reader, images: torch.Tensor, batch: int = 256) -> dict[str, torch.Tensor]:
+    outs = [reader(images[i:i + batch].float().cpu()) for i in range(0, len(images), batch)]
+    return {k: torch.cat([o[k] for o in outs]).argmax(1) for k in outs[0]}
+
+
+@torch.no_grad()
+def features(reader: Reader, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    return torch.cat([reader.features(images[i:i + batch].float().cpu()) for i in range(0, len(images), batch)]).double()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DIFFUSE_CACHE", Path.home() / ".cache" / "diffuse"))
+
+
+def load_reader(task_name: str, size: int, progress: Callable[[str], None] | None = None) -> tuple[Reader, dict]:
+    """The cached reader for (task, size), trained and cached on first use (~1 minute on 2 cores)."""
+    from safetensors.torch import load_file, save_file
+    task = TASKS[task_name]
+    folder = cache_dir() / "readers" / f"{task_name}-{size}-v{READER_VERSION}"
+    weights, meta = folder / "reader.safetensors", folder / "reader.json"
+    if weights.exists() and meta.exists():
+        reader = Reader({k: len(v) for k, v in task.heads.items()})
+        reader.load_state_dict(load_file(str(weights)))
+        return reader.eval(), json.loads(meta.read_text())
+    if progress:
+        progress(f"training the {task_name} reader once (cached in {folder})")
+    reader, info = train_reader(task, size, progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Written under temporary names and renamed, so an interrupted run never leaves half a reader.
+    tmp_w, tmp_m = folder / f".reader.{os.getpid()}.tmp", folder / f".meta.{os.getpid()}.tmp"
+    save_file({k: v.contiguous() for k, v in reader.state_dict().items()}, str(tmp_w))
+    tmp_m.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp_w, weights)
+    os.replace(tmp_m, meta)
+    return reader, info
+
+
+# ----------------------------------------------------------------------------- the figures
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) (Heusel et al. 2017, eq. 6). The trace
+    of the square root is taken as sum sqrt(eig(S_a^(1/2) S_b S_a^(1/2))), which is symmetric."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = torch.cov(a.T), torch.cov(b.T)
+    ev, vec = torch.linalg.eigh(s_a)
+    root_a = vec @ torch.diag(ev.clamp(min=0).sqrt()) @ vec.T
+    cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp(min=0).sqrt().sum()
+    return float((mu_a - mu_b).pow(2).sum() + s_a.trace() + s_b.trace() - 2 * cross)
+
+
+def within_prompt_spread(feats: torch.Tensor, groups: torch.Tensor) -> float:
+    """Mean pairwise feature distance between images of the same prompt."""
+    dists = []
+    for g in groups.unique():
+        f = feats[groups == g]
+        if len(f) > 1:
+            d = torch.cdist(f, f)
+            dists.append(d.sum() / (len(f) * (len(f) - 1)))
+    return float(torch.stack(dists).mean())
+
+
+def match_rates(pred: dict[str, torch.Tensor], targets: list[dict[str, int]], scored: tuple[str, ...]) -> dict[str, float]:
+    out, all_ok = {}, torch.ones(len(targets), dtype=torch.bool)
+    for k in scored:
+        ok = pred[k] == torch.tensor([t[k] for t in targets])
+        out[k] = ok.float().mean().item()
+        all_ok &= ok
+    out["all"] = all_ok.float().mean().item()
+    return out
+
+
+def score(reader: Reader, task: Task, generated: torch.Tensor, prompts: list[EvalPrompt], per_prompt: int,
+          size: int, seed: int = 0) -> dict:
+    """All figures for `generated`: [len(prompts) * per_prompt, 3, H, W] in prompt order."""
+    targets = [p.target for p in prompts for _ in range(per_prompt)]
+    group_of = [p.group for p in prompts for _ in range(per_prompt)]
+    prompt_id = torch.arange(len(prompts)).repeat_interleave(per_prompt)
+    pred = read(reader, generated)
+    result = {"images": len(generated), "prompts": len(prompts), "per_prompt": per_prompt, "match": {}}
+    for group in ("seen", "held-out"):
+        sel = [i for i, g in enumerate(group_of) if g == group]
+        if sel:
+            result["match"][group] = match_rates({k: v[sel] for k, v in pred.items()}, [targets[i] for i in sel],
+                                                 task.scored)
+    # Two independent real sets of the same prompts: one to compare with, one for the floor.
+    real = [torch.stack([task.draw_real(p.spec, size, ((seed * 3 + r) * len(prompts) + i) * per_prompt + k)
+                         for i, p in enumerate(prompts) for k in range(per_prompt)]) for r in (1, 2)]
+    f_gen, f_real, f_real2 = features(reader, generated), features(reader, real[0]), features(reader, real[1])
+    result["frechet"] = frechet_distance(f_gen, f_real)
+    result["frechet_floor"] = frechet_distance(f_real2, f_real)
+    if per_prompt > 1:
+        result["diversity"] = within_prompt_spread(f_gen, prompt_id) / within_prompt_spread(f_real, prompt_id)
+    result["real_match"] = match_rates(read(reader, real[0]), targets, task.scored)["all"]
+    return result
+
+
+def model_task(config: dict) -> str:
+    kind = config.get("data", {}).get("kind")
+    if kind not in TASKS:
+        raise DiffuseError(f"eval reads the procedural datasets ({', '.join(TASKS)}); this model was trained on "
+                           f"{kind or 'unknown data'}")
+    return kind
+
+
+def evaluate(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[[str], None] | None = None,
+             **request_kw) -> dict:
+    """Generate `per_prompt` images for every prompt of the model's dataset and score them."""
+    from .pipeline import GenerateRequest
+    task = TASKS[model_task(pipe.config)]
+    size = pipe.model.image_size
+    reader, info = load_reader(task.name, size, progress)
+    prompts = task.prompts()
+    images, t0 = [], time.monotonic()
+    for i, p in enumerate(prompts):
+        req = GenerateRequest(prompt=p.prompt, n=per_prompt, seed=seed + 1000 * i, **request_kw)
+        images.append(pipe.sample(req))
+        if progress and (i + 1) % 20 == 0:
+            progress(f"generated {i + 1}/{len(prompts)} prompts")
+    generated = torch.cat(images).cpu()
+    result = score(reader, task, generated, prompts, per_prompt, size, seed)
+    result.update(task=task.name, model=pipe.name, model_hash=pipe.model_hash[:12], seed=seed,
+                  sample_s=round(time.monotonic() - t0, 1), reader_accuracy=info["accuracy"],
+                  settings={k: v for k, v in asdict(GenerateRequest(prompt="", **request_kw)).items()
+                            if k in ("steps", "sampler", "guidance", "schedule", "eta")})
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The result as a plain-text table (the JSON carries the same figures)."""
+    attrs = list(next(iter(result["match"].values())))
+    lines = [f"{result.get('model', '')} ({result['task']}): {result['images']} images, {result['prompts']} prompts x "
+             f"{result['per_prompt']}, settings {result.get('settings', {})}",
+             "match       " + "".join(f"{a:>12}" for a in attrs)]
+    for group, rates in result["match"].items():
+        lines.append(f"{group:<12}" + "".join(f"{100 * rates[a]:>11.1f}%" for a in attrs))
+    lines.append(f"frechet distance {result['frechet']:.2f} (real floor {result['frechet_floor']:.2f}, "
+                 f"ratio {result['frechet'] / max(result['frechet_floor'], 1e-9):.2f})")
+    if "diversity" in result:
+        lines.append(f"diversity {result['diversity']:.2f} of real (1.00 = as varied as real draws)")
+    lines.append(f"real draws read right: {100 * result['real_match']:.1f}% (the reader's own ceiling)")
+    return "\n".join(lines)
+

@@ -1,0 +1,102 @@
+"""The evaluator is itself tested: real draws pass, noise, wrong prompts and collapsed sets fail."""
+
+import json
+
+import pytest
+import torch
+
+from diffuse.cli import main
+from diffuse.evaluation import TASKS, frechet_distance, load_reader, score, train_reader
+
+SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def reader(tmp_path_factory):
+    import os
+    os.environ["DIFFUSE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    reader, info = load_reader("shapes", SIZE)
+    return reader, info
+
+
+@pytest.fixture(scope="session")
+def prompts():
+    return TASKS["shapes"].prompts()
+
+
+def real_set(prompts, per_prompt, seed, shift=0):
+    task = TASKS["shapes"]
+    return torch.stack([task.draw_real(prompts[(i + shift) % len(prompts)].spec, SIZE, seed * 100_000 + i * 10 + k)
+                        for i in range(len(prompts)) for k in range(per_prompt)])
+
+
+def test_reader_reads_fresh_draws(reader):
+    _, info = reader
+    assert all(acc > 0.97 for acc in info["accuracy"].values()), info["accuracy"]
+
+
+def test_real_draws_score_near_perfect_and_near_the_floor(reader, prompts):
+    r = score(reader[0], TASKS["shapes"], real_set(prompts, 2, seed=7), prompts, 2, SIZE)
+    assert r["match"]["seen"]["all"] > 0.95 and r["match"]["held-out"]["all"] > 0.95
+    assert r["frechet"] < 2 * r["frechet_floor"]
+    assert 0.8 < r["diversity"] < 1.25
+
+
+def test_noise_scores_near_chance_with_a_large_distance(reader, prompts):
+    noise = torch.rand(len(prompts) * 2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    r = score(reader[0], TASKS["shapes"], noise, prompts, 2, SIZE)
+    assert r["match"]["seen"]["all"] < 0.05
+    assert r["frechet"] > 10 * r["frechet_floor"]
+
+
+def test_images_of_the_wrong_prompt_score_low(reader, prompts):
+    wrong = real_set(prompts, 2, seed=3, shift=1)  # each prompt gets its neighbour's images
+    r = score(reader[0], TASKS["shapes"], wrong, prompts, 2, SIZE)
+    assert r["match"]["seen"]["all"] < 0.1
+    assert r["match"]["seen"]["background"] < 0.1  # neighbours differ in background by construction
+
+
+def test_a_collapsed_set_is_caught_by_diversity(reader, prompts):
+    one_each = real_set(prompts, 1, seed=5).repeat_interleave(2, dim=0)  # same image twice per prompt
+    r = score(reader[0], TASKS["shapes"], one_each, prompts, 2, SIZE)
+    assert r["match"]["seen"]["all"] > 0.95  # every image matches its prompt...
+    assert r["diversity"] < 0.05              # ...but there is no variety
+
+
+def test_frechet_distance_closed_form():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20000, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(20000, 3, generator=g, dtype=torch.float64) * 2 + 1
+    # N(0, I) vs N(1, 4I) in 3-d: |mu|^2 = 3, trace term 3 * (1 + 4 - 2 * 2) = 3.
+    assert frechet_distance(a, b) == pytest.approx(6.0, rel=0.05)
+
+
+def test_digits_reader_reads_real_digits():
+    _, info = train_reader(TASKS["digits"], SIZE, n=4000, epochs=2)
+    assert info["accuracy"]["digit"] > 0.9
+
+
+def test_cli_eval_writes_table_and_json(reader, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(tiny_model_dir), "--steps", "2", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "held-out" in table and "frechet distance" in table
+    result = json.loads(out.read_text())
+    assert set(result["match"]) == {"seen", "held-out"}
+    assert result["images"] == 2 * len(TASKS["shapes"].prompts())
+    assert 0 <= result["match"]["seen"]["all"] <= 1 and result["frechet"] > 0
+
+
+def test_cli_eval_refuses_a_folder_model(tmp_path, capsys):
+    from PIL import Image
+
+    from diffuse.training import TrainConfig, Trainer
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(f"red {i}")
+    Trainer(TrainConfig(data=str(folder), out=str(tmp_path / "run"), preset="tiny", steps=1, batch_size=2,
+                        preview_every=0, checkpoint_every=0, progress=False)).run()
+    assert main(["eval", str(tmp_path / "run")]) == 2
+    assert "eval reads the procedural datasets" in capsys.readouterr().err
