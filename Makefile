@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
 .PHONY: demo test docs install clean
-MODEL   ?= runs/demo
+MODEL   ?= diffuse/models/shapes
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -20,18 +20,14 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x
 
-# Train a small model on procedural shapes for 5 minutes, then draw a grid for four prompts.
+# Draw four prompts x four seeds with the bundled model (diffuse/models/shapes) into outputs/demo.
 demo: $(STAMP)
-	test -f runs/demo/config.json || $(BIN)/diffuse train --data shapes --out runs/demo --minutes 5 --preview-every 0
-	$(BIN)/diffuse generate "a red circle on a white background" --model runs/demo -n 4 --seed 0 --grid --out outputs/demo
-	$(BIN)/diffuse generate "a large blue square on a black background" --model runs/demo -n 4 --seed 0 --grid --out outputs/demo
-	$(BIN)/diffuse generate "a yellow star on a navy background" --model runs/demo -n 4 --seed 0 --grid --out outputs/demo
-	$(BIN)/diffuse generate "a green triangle on a gray background" --model runs/demo -n 4 --seed 0 --grid --out outputs/demo
+	$(BIN)/diffuse explain prompt "a red circle on a white background" "a large blue square on a black background" \
+		"a yellow star on a navy background" "a green triangle on a gray background" -n 4 --out outputs/demo/grid.png
 
-# Regenerate the tutorial's pictures (docs/tutorial.md) with MODEL (default: the demo model).
+# Regenerate the tutorial's pictures (docs/tutorial.md) with MODEL (default: the bundled model).
 docs: $(STAMP)
-	test -f $(MODEL)/config.json || $(BIN)/diffuse train --data shapes --out $(MODEL) --minutes 5 --preview-every 0
 	$(BIN)/python docs/build_tutorial.py $(MODEL)
 
 clean:
-	rm -rf $(VENV) outputs runs/demo .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache

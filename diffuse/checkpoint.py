@@ -89,6 +89,15 @@ def save_checkpoint(directory: str | Path, model: TextToImageModel, info: dict,
     return digest
 
 
+# The model the project trained and ships (README: how), used wherever no model is named.
+BUNDLED_MODEL = Path(__file__).parent / "models" / "shapes"
+
+
+def model_dir(directory: str | Path | None) -> Path:
+    """The checkpoint directory to use: the one given, or the bundled model."""
+    return Path(directory) if directory else BUNDLED_MODEL
+
+
 def read_config(directory: str | Path) -> dict:
     d = Path(directory)
     if not d.exists():

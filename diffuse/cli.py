@@ -55,7 +55,7 @@ def _add_sampling(p, prompt_optional: bool = False, writes_images: bool = True):
         p.add_argument("prompt", nargs="?", help="what to draw (default: the prompt recorded in the image, if any)")
     else:
         p.add_argument("prompt", help="what to draw")
-    p.add_argument("--model", required=True, help="checkpoint directory (from diffuse train)")
+    p.add_argument("--model", help="checkpoint directory from diffuse train (default: the bundled shapes model)")
     p.add_argument("--negative-prompt", default="", help="what guidance steers away from")
     if writes_images:
         p.add_argument("-n", "--num", type=int, default=1, help="number of images (default: 1)")
@@ -146,7 +146,7 @@ def _add_explain(sub):
                         description="Rows of images for each prompt at the same seeds: specific prompts give "
                                     "focused, consistent results; vague ones vary.")
     q.add_argument("prompts", nargs="+", help="two or more prompts, e.g. \"a shape\" \"a large red circle on white\"")
-    q.add_argument("--model", required=True, help="checkpoint directory")
+    q.add_argument("--model", help="checkpoint directory (default: the bundled shapes model)")
     q.add_argument("-n", "--num", type=int, default=4, help="seeds per prompt (default: 4)")
     q.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
     q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
@@ -161,7 +161,7 @@ def _add_explain(sub):
 def _add_info(sub):
     p = sub.add_parser("info", help="show what a checkpoint holds",
                        description="Show a checkpoint's network, text encoder, training data and steps.")
-    p.add_argument("model", help="checkpoint directory")
+    p.add_argument("model", nargs="?", help="checkpoint directory (default: the bundled shapes model)")
     p.add_argument("--json", action="store_true", help="print config.json's summary as JSON")
 
 
@@ -172,7 +172,7 @@ def _add_eval(sub):
                                    "(cached after the first use): match rates per attribute and for all at once, "
                                    "seen and held-out (shape, colour) pairs apart, a Frechet distance in the "
                                    "classifier's features against real draws with its floor, and diversity.")
-    p.add_argument("model", help="checkpoint directory")
+    p.add_argument("model", nargs="?", help="checkpoint directory (default: the bundled shapes model)")
     p.add_argument("--per-prompt", type=int, default=2, help="images per prompt (default: 2; at least 2 for diversity)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first prompt's images (default: 0)")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
@@ -342,7 +342,8 @@ def cmd_plot(a) -> None:
 
 
 def cmd_info(a) -> None:
-    from .checkpoint import read_config
+    from .checkpoint import model_dir, read_config
+    a.model = str(model_dir(a.model))
     cfg = read_config(a.model)
     summary = {k: cfg[k] for k in ("unet", "text_encoder", "denoiser", "data", "training") if k in cfg}
     summary["tokenizer"] = {"kind": cfg["tokenizer"]["kind"], "words": len(cfg["tokenizer"]["vocab"]),

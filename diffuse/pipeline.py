@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .checkpoint import load_checkpoint
+from .checkpoint import BUNDLED_MODEL, load_checkpoint, model_dir
 from .data import tensor_to_pil
 from .editing import (InpaintDenoiser, check_strength, composite, image_sha256, image_tensor, img2img_sigmas,
                       mask_tensor, noised_start, slerp)
@@ -119,9 +119,12 @@ class Pipeline:
         self.config = config or {}  # the checkpoint's config.json (data summary, training figures)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> "Pipeline":
+    def load(cls, path: str | Path | None = None, device: str = "cpu") -> "Pipeline":
+        """The checkpoint in `path`, or the bundled shapes model when path is None."""
+        path = model_dir(path)
         model, cfg = load_checkpoint(path, device)
-        return cls(model, cfg["weights_sha256"], Path(path).name, cfg)
+        name = "bundled-shapes" if path == BUNDLED_MODEL else path.name
+        return cls(model, cfg["weights_sha256"], name, cfg)
 
     @property
     def device(self) -> torch.device:
