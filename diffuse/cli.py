@@ -47,7 +47,7 @@ def _add_train(sub):
                    help="autocast: auto = bf16 on CUDA, fp32 on CPU (default: auto)")
     _add_device(p)
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the UNet (minutes of compiling first; faster steps on GPUs)")
+                   help="torch.compile the UNet (minutes of compiling on first use, cached after; see docs/scaling.md)")
     p.add_argument("--preview-every", type=int, default=500, help="steps between preview grids, 0 for none (default: 500)")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: 1000)")
     p.add_argument("--data-size", type=int, default=20000, help="images drawn for 'shapes' (default: 20000)")
@@ -105,7 +105,7 @@ def _add_generate(sub):
     p.add_argument("--prompts", metavar="FILE",
                    help="one prompt per line, or JSON objects {\"prompt\": ..., \"n\": ..., \"seed\": ...} with any "
                         "of negative_prompt, n, seed, steps, sampler, schedule, guidance, eta, width, height, "
-                        "variation_seed, variation_strength (the options above are the defaults). Prompt i (from 0) "
+                        "variation_seed, variation_strength (the options above are the defaults). Prompt i (from 0, blank lines skipped) "
                         f"starts at seed + {SEED_STRIDE} i unless its line gives a seed (--seed defaults to 0 here). "
                         "Under torchrun each process draws every W-th prompt; the images are the same.")
 
