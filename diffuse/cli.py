@@ -5,12 +5,15 @@ Errors in the user's input print one line, `diffuse: error: ...`, and exit with 
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
 
+from .devices import DEVICES
 from .errors import DiffuseError
 from .networks import PRESETS
+from .prompts import SEED_STRIDE
 from .samplers import SAMPLERS
 from .schedules import SCHEDULES
 
@@ -32,11 +35,19 @@ def _add_train(sub):
     budget = p.add_argument_group("budget (at least one)")
     budget.add_argument("--minutes", type=float, help="wall-clock minutes for this invocation")
     budget.add_argument("--steps", type=int, help="total optimizer steps of the run (resumed steps count)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per step (default: 16)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="images per micro-batch in each process; the global batch of one optimizer step is "
+                        "batch size x processes x grad-accum (default: 16)")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per optimizer step in each process: a larger global batch in the same "
+                        "memory (default: 1)")
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: 2e-3)")
     p.add_argument("--seed", type=int, default=0, help="run seed: data order, noise (default: 0)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="autocast: auto = bf16 on CUDA, fp32 on CPU (default: auto)")
+    _add_device(p)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet (minutes of compiling on first use, cached after; see docs/scaling.md)")
     p.add_argument("--preview-every", type=int, default=500, help="steps between preview grids, 0 for none (default: 500)")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: 1000)")
     p.add_argument("--data-size", type=int, default=20000, help="images drawn for 'shapes' (default: 20000)")
@@ -46,13 +57,22 @@ def _add_train(sub):
                    help="EMA half-life in thousands of images (default: 2; longer runs gain from longer)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.epilog = ("Under torchrun (e.g. torchrun --nproc_per_node=2 -m diffuse train ...) every process trains on its "
+                "own share of each global batch and only rank 0 writes; see docs/scaling.md.")
 
 
-def _add_sampling(p, prompt_optional: bool = False, writes_images: bool = True):
+def _add_device(p):
+    p.add_argument("--device", default="auto", choices=list(DEVICES),
+                   help="auto = cuda when a GPU is visible, else cpu; under torchrun each process takes the GPU "
+                        "of its LOCAL_RANK (default: auto)")
+
+
+def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True):
     """Options every generating command shares (they fill one GenerateRequest). Commands that
-    draw one picture of the process (explain) take one image and their own --out."""
-    if prompt_optional:
-        p.add_argument("prompt", nargs="?", help="what to draw (default: the prompt recorded in the image, if any)")
+    draw one picture of the process (explain) take one image and their own --out. With
+    `prompt_help` the prompt is optional."""
+    if prompt_help:
+        p.add_argument("prompt", nargs="?", help=prompt_help)
     else:
         p.add_argument("prompt", help="what to draw")
     p.add_argument("--model", help="checkpoint directory from diffuse train (default: the bundled shapes model)")
@@ -74,14 +94,20 @@ def _add_sampling(p, prompt_optional: bool = False, writes_images: bool = True):
     if writes_images:
         p.add_argument("--out", default="outputs", help="a folder, or a .png file name (default: outputs/)")
         p.add_argument("--grid", action="store_true", help="also write all images as one grid")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    _add_device(p)
 
 
 def _add_generate(sub):
-    p = sub.add_parser("generate", help="generate images from a prompt",
+    p = sub.add_parser("generate", help="generate images from a prompt or a file of prompts",
                        description="Generate images from a text prompt. Each image k gets seed+k and the PNG "
                                    "records every parameter that made it.")
-    _add_sampling(p)
+    _add_sampling(p, prompt_help="what to draw (or give --prompts FILE)")
+    p.add_argument("--prompts", metavar="FILE",
+                   help="one prompt per line, or JSON objects {\"prompt\": ..., \"n\": ..., \"seed\": ...} with any "
+                        "of negative_prompt, n, seed, steps, sampler, schedule, guidance, eta, width, height, "
+                        "variation_seed, variation_strength (the options above are the defaults). Prompt i (from 0, blank lines skipped) "
+                        f"starts at seed + {SEED_STRIDE} i unless its line gives a seed (--seed defaults to 0 here). "
+                        "Under torchrun each process draws every W-th prompt; the images are the same.")
 
 
 def _add_edit(sub):
@@ -114,7 +140,7 @@ def _add_edit(sub):
                        description="Variations of an image: image-to-image at low strength with new seeds. For "
                                    "variations of a seed use generate --variation-seed/--variation-strength.")
     p.add_argument("image", help="input image")
-    _add_sampling(p, prompt_optional=True)
+    _add_sampling(p, prompt_help="what to draw (default: the prompt recorded in the image, if any)")
     p.add_argument("--strength", type=float, default=0.4, help="0..1, how far from the image (default: 0.4)")
 
 
@@ -195,12 +221,14 @@ def build_parser() -> Parser:
 
 def cmd_train(a) -> None:
     from .training import TrainConfig, train
-    cfg = TrainConfig(data=a.data, out=a.out, preset=a.preset, image_size=a.size, batch_size=a.batch_size, lr=a.lr,
-                      minutes=a.minutes, steps=a.steps, seed=a.seed, precision=a.precision,
+    cfg = TrainConfig(data=a.data, out=a.out, preset=a.preset, image_size=a.size, batch_size=a.batch_size,
+                      grad_accum=a.grad_accum, lr=a.lr, minutes=a.minutes, steps=a.steps, seed=a.seed,
+                      precision=a.precision, device=a.device, compile=a.compile,
                       preview_every=a.preview_every, checkpoint_every=a.checkpoint_every, data_size=a.data_size,
                       holdout=not a.all_pairs, ema_halflife_kimg=a.ema_halflife_kimg, resume=a.resume, progress=not a.quiet)
     out = train(cfg)
-    print(f"saved {out}")
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"saved {out}")
 
 
 def output_paths(out: str, seeds: list[int], prompt: str) -> tuple[list[Path], Path]:
@@ -243,11 +271,23 @@ def request_from_args(a, **edit):
                            variation_strength=a.variation_strength, **edit).with_seed()
 
 
+def load_pipeline(a, local_rank: int = 0):
+    from .devices import resolve_device, use_device
+    from .pipeline import Pipeline
+    device = resolve_device(getattr(a, "device", "auto"), local_rank)
+    use_device(device)
+    return Pipeline.load(a.model, device)
+
+
 def run_request(a, req, extra_info: dict | None = None) -> None:
     """Generate and write: everything is checked before the first file is written."""
-    from .pipeline import Pipeline, image_grid, save_png
-    pipe = Pipeline.load(a.model, a.device)
+    pipe = load_pipeline(a)
     paths, grid_path = output_paths(a.out, req.seeds, req.prompt)
+    write_images(pipe, req, paths, grid_path if a.grid else None, extra_info)
+
+
+def write_images(pipe, req, paths: list[Path], grid_path: Path | None, extra_info: dict | None = None) -> None:
+    from .pipeline import image_grid, save_png
     images = pipe.generate(req)
     if req.init_image is not None:
         print(f"{req.mode}: strength {req.effective_strength} runs {pipe.steps_run(req)} of {req.steps} steps",
@@ -258,7 +298,7 @@ def run_request(a, req, extra_info: dict | None = None) -> None:
             img.info["diffuse"] = json.dumps({**info, **extra_info})
         save_png(img, path)
         print(path)
-    if a.grid:
+    if grid_path is not None:
         grid = image_grid(images)
         grid.info.update({"parameters": images[0].info["parameters"]})
         save_png(grid, grid_path)
@@ -269,7 +309,41 @@ def run_request(a, req, extra_info: dict | None = None) -> None:
 
 
 def cmd_generate(a) -> None:
-    run_request(a, request_from_args(a))
+    if a.prompts is None:
+        if a.prompt is None:
+            raise DiffuseError("give a prompt, or --prompts FILE")
+        run_request(a, request_from_args(a))
+    elif a.prompt is not None:
+        raise DiffuseError("give a prompt or --prompts FILE, not both")
+    else:
+        generate_prompt_file(a)
+
+
+def generate_prompt_file(a) -> None:
+    """Every prompt of a file; under torchrun this process draws prompts i with i % W == rank.
+    Each process checks the whole file first, so all of them fail alike or none does."""
+    from .distributed import World, shard
+    from .pipeline import check_size
+    from .prompts import check_distinct_outputs, read_prompt_file, requests_from_entries
+    if Path(a.out).suffix.lower() == ".png":
+        raise DiffuseError("with --prompts, --out must be a folder (each prompt writes its own files)")
+    world = World.from_env()
+    defaults = dict(negative_prompt=a.negative_prompt, n=a.num, steps=a.steps, sampler=a.sampler,
+                    schedule=a.schedule, guidance=a.guidance, eta=a.eta, width=a.width, height=a.height,
+                    variation_seed=a.variation_seed, variation_strength=a.variation_strength)
+    entries = read_prompt_file(a.prompts)
+    requests = requests_from_entries(entries, defaults, a.seed if a.seed is not None else 0)
+    plans = [output_paths(a.out, req.seeds, req.prompt) for req in requests]
+    check_distinct_outputs(entries, plans, a.grid)
+    pipe = load_pipeline(a, world.local_rank)
+    for entry, req in zip(entries, requests):
+        try:
+            check_size(pipe.model, *req.size(pipe.model.image_size))
+        except DiffuseError as e:
+            raise DiffuseError(f"{entry.where}: {e}") from None
+    for i in shard(len(requests), world):
+        paths, grid_path = plans[i]
+        write_images(pipe, requests[i], paths, grid_path if a.grid else None)
 
 
 def cmd_img2img(a) -> None:
@@ -306,14 +380,14 @@ def _png_path(out: str) -> Path:
 
 def cmd_explain(a) -> None:
     from . import explain
-    from .pipeline import Pipeline, save_png
+    from .pipeline import save_png
     out = _png_path(a.out)
     if a.what == "noise":
         img = explain.noise_strip(open_image(a.image), a.sigmas or explain.DEFAULT_NOISE_SIGMAS, a.size, a.seed)
         save_png(img, out)
         print(out)
         return
-    pipe = Pipeline.load(a.model, getattr(a, "device", "cpu"))
+    pipe = load_pipeline(a)
     if a.what == "denoise":
         req = request_from_args(a)
         strip, frames = explain.denoise_strip(pipe, req)
@@ -341,6 +415,15 @@ def cmd_plot(a) -> None:
     print(plot_run(a.run, out))
 
 
+def batch_description(training: dict) -> str:
+    """'32 (8 per micro-batch x 2 processes x 2 accumulated)', or the batch of an older checkpoint."""
+    if "global_batch" not in training:
+        return str(training.get("batch_size"))
+    w = training["world_size"]
+    return (f"{training['global_batch']} ({training['batch_size']} per micro-batch x {w} process{'es' * (w != 1)} "
+            f"x {training['grad_accum']} accumulated)")
+
+
 def cmd_info(a) -> None:
     from .checkpoint import model_dir, read_config
     a.model = str(model_dir(a.model))
@@ -362,7 +445,7 @@ def cmd_info(a) -> None:
     print(f"denoiser   {cfg['denoiser']['parameterization']} preconditioning, sigma_data {cfg['denoiser']['sigma_data']}")
     print(f"data       {json.dumps(cfg.get('data', {}))}")
     print(f"training   {tr.get('steps')} steps, {tr.get('images_seen')} images, {tr.get('elapsed_s')} s, "
-          f"batch {tr.get('batch_size')}, lr {tr.get('lr')}, preset {tr.get('preset')}")
+          f"batch {batch_description(tr)}, lr {tr.get('lr')}, preset {tr.get('preset')}")
     print(f"resumable  {'yes' if resumable else 'no (no training state)'}")
 
 

@@ -3,21 +3,33 @@
 Everything random in a run (data order, caption dropout, noise levels, noise) comes from the run
 seed and the number of images seen, or from generators whose state the checkpoint stores, so a
 run stopped and resumed gives the very same weights as one that never stopped.
+
+Under torchrun the same loop runs in every process (DistributedDataParallel). One optimizer step
+consumes a global batch of batch_size x processes x grad_accum images: the stream positions
+[images_seen, images_seen + global batch) of the data order, cut into micro-batches in rank
+order. Every process draws the randomness of the whole global batch from the same generator
+and keeps its own micro-batches' share, so W processes compute exactly what one process with
+W times the accumulation computes, and a run can resume with another number of processes.
 """
 
+import contextlib
 import copy
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import CONFIG_FILE, load_checkpoint, load_training_state, read_config, save_checkpoint
 from .data import TensorDataset, load_dataset
 from .denoiser import EDMLoss
+from .devices import DEVICES, resolve_device, use_device
+from .distributed import World, any_rank, barrier, mean_over_ranks, process_group
 from .errors import DiffuseError
 from .model import TextToImageModel
 from .networks import preset
@@ -29,7 +41,8 @@ class TrainConfig:
     out: str                           # run directory: the checkpoint, log.jsonl and previews/
     preset: str = "small"              # network size, see networks.PRESETS
     image_size: int = 32               # 32 or 64
-    batch_size: int = 16
+    batch_size: int = 16               # images per micro-batch in each process
+    grad_accum: int = 1                # micro-batches per optimizer step in each process
     lr: float = 2e-3                   # AdamW peak learning rate
     weight_decay: float = 0.0
     warmup_steps: int = 50             # linear learning-rate warm-up
@@ -44,7 +57,8 @@ class TrainConfig:
     data_size: int = 20000             # images drawn for the procedural datasets (shapes)
     holdout: bool = True               # shapes: leave out data.HELD_OUT (shape, colour) pairs
     precision: str = "auto"            # auto | fp32 | bf16 (auto: bf16 on CUDA, fp32 on CPU where bf16 measured slower)
-    device: str = "cpu"
+    device: str = "auto"               # auto | cpu | cuda (auto: CUDA when a GPU is visible)
+    compile: bool = False              # torch.compile the UNet
     preview_every: int = 500           # steps between preview grids (0: none)
     checkpoint_every: int = 1000       # steps between checkpoints (0: only at the end)
     log_every: int = 10
@@ -54,7 +68,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.minutes is None and self.steps is None:
             raise DiffuseError("give a budget: --minutes or --steps")
-        for name in ("batch_size",):
+        for name in ("batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise DiffuseError(f"{name} must be at least 1")
         if self.steps is not None and self.steps < 1:
@@ -69,9 +83,12 @@ class TrainConfig:
             raise DiffuseError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if not 0 <= self.caption_dropout < 1:
             raise DiffuseError("caption dropout must be in [0, 1)")
+        if self.device not in DEVICES:
+            raise DiffuseError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
 
 # Fields that define what is trained; resuming with others would not continue the same run.
+# The number of processes is not one of them: only the global batch it helps make matters.
 RUN_IDENTITY = ("data", "preset", "image_size", "seed", "data_size", "holdout")
 
 
@@ -89,6 +106,14 @@ def batch_indices(n: int, start: int, count: int, seed: int) -> torch.Tensor:
         out.extend(epoch_permutation(n, epoch, seed)[offset: offset + take].tolist())
         pos += take
     return torch.tensor(out)
+
+
+def micro_batches(batch: int, accum: int, rank: int) -> list[slice]:
+    """Where process `rank`'s micro-batches lie in the global batch. The global batch is
+    processes x accum micro-batches of `batch` images in rank order, so the W x A micro-batches
+    of W processes are exactly those of one process accumulating W x A."""
+    first = rank * accum
+    return [slice((first + a) * batch, (first + a + 1) * batch) for a in range(accum)]
 
 
 def ema_beta(batch: int, images_seen: int, halflife_kimg: float, rampup: float) -> float:
@@ -111,9 +136,25 @@ def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
     return None  # fp32: on this CPU bf16 autocast measured 3-10x slower (benchmarks/RESULTS.md)
 
 
+class ModelLoss(nn.Module):
+    """The model and its per-example loss as one module, so that one forward call of the
+    DistributedDataParallel wrapper covers every parameter that gets a gradient (text encoder
+    included) and the gradients are averaged across processes during backward."""
+
+    def __init__(self, model: TextToImageModel, loss_fn: EDMLoss):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, images: torch.Tensor, captions: list[str], sigma: torch.Tensor,
+                noise: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(self.model, images, self.model.encode(captions), sigma, noise)
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, world: World = World(), device: str | None = None):
+        """One process's share of a run; `world` and `device` come from torchrun via train()."""
+        self.cfg, self.world = cfg, world
+        self.device = device or resolve_device(cfg.device, world.local_rank)
         self.out = Path(cfg.out)
         if (self.out / CONFIG_FILE).exists() and not cfg.resume:
             raise DiffuseError(f"{self.out} already holds a checkpoint: pass --resume to continue it or choose another output")
@@ -125,6 +166,8 @@ class Trainer:
                 was = state["train"].get(k, getattr(TrainConfig, k, None))
                 if was != getattr(cfg, k):
                     raise DiffuseError(f"cannot resume: the run used {k}={was!r}, not {getattr(cfg, k)!r}")
+            if world.is_main:
+                self._check_global_batch(state.get("global_batch", state["train"].get("batch_size")))
         self.data: TensorDataset = load_dataset(cfg.data, cfg.image_size, seed=cfg.seed, shapes=cfg.data_size,
                                                   holdout=cfg.holdout)
         if state is None:
@@ -135,16 +178,37 @@ class Trainer:
             self.ema, _ = load_checkpoint(self.out)
             self.model = TextToImageModel.from_config(saved)
             self.model.load_state_dict({k[6:]: v for k, v in state_tensors.items() if k.startswith("model.")})
-        # channels_last measured ~20% faster for training convolutions on this CPU (oneDNN).
-        self.model.to(cfg.device, memory_format=torch.channels_last).train()
-        self.ema.to(cfg.device)
+        # channels_last measured ~20% faster for training convolutions on this CPU (oneDNN); on
+        # CUDA it is what cuDNN's tensor-core convolutions prefer (not measured here: no GPU).
+        self.model.to(self.device, memory_format=torch.channels_last).train()
+        self.ema.to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # caption dropout, sigmas, noise
         self.loss_fn = EDMLoss(cfg.p_mean, cfg.p_std, self.model.denoiser.sigma_data)
         self.step, self.images_seen, self.elapsed = 0, 0, 0.0
         if state is not None:
             self._restore(state_tensors, state)
-        self.amp = autocast_dtype(cfg.precision, cfg.device)
+        self.amp = autocast_dtype(cfg.precision, self.device)
+        if cfg.compile:
+            self.model.denoiser.net.compile()  # in place: parameter names, hence checkpoints, stay as they are
+        self.forward: nn.Module = ModelLoss(self.model, self.loss_fn)
+        if world.size > 1:
+            self.forward = nn.parallel.DistributedDataParallel(
+                self.forward, device_ids=[self.device] if self.device.startswith("cuda") else None)
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.batch_size * self.world.size * self.cfg.grad_accum
+
+    def _check_global_batch(self, was: int) -> None:
+        """Another number of processes continues the same run only with the same global batch."""
+        now = self.global_batch
+        if was == now:
+            return
+        per_step = self.cfg.batch_size * self.world.size
+        hint = f"; --grad-accum {was // per_step} keeps it" if was % per_step == 0 else ""
+        warnings.warn(f"the run trained with a global batch of {was} images per step and continues with {now} "
+                      f"(batch size x processes x grad-accum){hint}", stacklevel=3)
 
     # -------------------------------------------------------------- state
     def _state(self) -> tuple[dict, dict]:
@@ -156,6 +220,7 @@ class Trainer:
         tensors["rng.train"] = self.gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         info = {"step": self.step, "images_seen": self.images_seen, "elapsed_s": self.elapsed,
+                "global_batch": self.global_batch, "world_size": self.world.size,
                 "param_groups": opt["param_groups"], "train": asdict(self.cfg)}
         return tensors, info
 
@@ -171,13 +236,15 @@ class Trainer:
         self.gen.set_state(tensors["rng.train"])
         torch.set_rng_state(tensors["rng.torch"])
         self.step, self.images_seen, self.elapsed = info["step"], info["images_seen"], info["elapsed_s"]
-        self._truncate_log(self.step)
+        if self.world.is_main:
+            self._truncate_log(self.step)
 
     def save(self) -> None:
         tensors, info = self._state()
         summary = {"data": self.data.summary, "training": {
             "steps": self.step, "images_seen": self.images_seen, "elapsed_s": round(self.elapsed, 1),
-            "batch_size": self.cfg.batch_size, "lr": self.cfg.lr, "preset": self.cfg.preset,
+            "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum, "world_size": self.world.size,
+            "global_batch": self.global_batch, "device": self.device, "lr": self.cfg.lr, "preset": self.cfg.preset,
             "ema_halflife_kimg": self.cfg.ema_halflife_kimg, "caption_dropout": self.cfg.caption_dropout}}
         save_checkpoint(self.out, self.ema, summary, tensors, info)
 
@@ -205,62 +272,109 @@ class Trainer:
         (self.out / "previews" / "prompts.txt").write_text("\n".join(prompts) + "\n")
 
     # -------------------------------------------------------------- the loop
-    def train_step(self) -> float:
-        cfg, b = self.cfg, self.cfg.batch_size
-        idx = batch_indices(len(self.data), self.images_seen, b, cfg.seed)
-        images = self.data.images[idx].to(cfg.device).contiguous(memory_format=torch.channels_last)
-        drop = torch.rand(b, generator=self.gen) < cfg.caption_dropout
+    def draw_global_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Data indices, caption dropout, sigmas and noise of the whole global batch. Every
+        process draws all of it from the same generator, so the randomness of an image depends on
+        its position in the data stream, not on which process trains on it."""
+        gb = self.global_batch
+        idx = batch_indices(len(self.data), self.images_seen, gb, self.cfg.seed)
+        drop = torch.rand(gb, generator=self.gen) < self.cfg.caption_dropout
+        sigma = self.loss_fn.sample_sigma(gb, self.gen)
+        noise = torch.randn((gb, *self.data.images.shape[1:]), generator=self.gen)
+        return idx, drop, sigma, noise
+
+    def micro_step(self, idx, drop, sigma, noise) -> torch.Tensor:
+        """Forward and backward of one micro-batch; returns its mean loss."""
+        dev = self.device
+        images = self.data.images[idx].to(dev).contiguous(memory_format=torch.channels_last)
         captions = ["" if d else self.data.captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
-        sigma = self.loss_fn.sample_sigma(b, self.gen).to(cfg.device)
-        noise = torch.randn(images.shape, generator=self.gen).to(cfg.device)
+        with torch.autocast(dev.split(":")[0], dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            loss = self.forward(images, captions, sigma.to(dev), noise.to(dev)).mean()
+        # Mean over the global batch: each process sums its micro-batches / accum here, and
+        # DistributedDataParallel averages the processes' gradients.
+        (loss / self.cfg.grad_accum).backward()
+        return loss.detach()
+
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step on one global batch; returns this process's mean loss."""
+        cfg = self.cfg
+        idx, drop, sigma, noise = self.draw_global_batch()
         lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
         for g in self.opt.param_groups:
             g["lr"] = lr
-        with torch.autocast(cfg.device.split(":")[0], dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            loss = self.loss_fn(self.model, images, self.model.encode(captions), sigma, noise).mean()
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        parts = micro_batches(cfg.batch_size, cfg.grad_accum, self.world.rank)
+        losses = []
+        for a, part in enumerate(parts):
+            # Gradients are exchanged once per step, after the last micro-batch.
+            last = a == len(parts) - 1
+            with contextlib.nullcontext() if last or self.world.size == 1 else self.forward.no_sync():
+                losses.append(self.micro_step(idx[part], drop[part], sigma[part], noise[part]))
         self.opt.step()
-        self.images_seen += b
+        self.images_seen += self.global_batch
         self.step += 1
-        update_ema(self.ema, self.model, ema_beta(b, self.images_seen, cfg.ema_halflife_kimg, cfg.ema_rampup))
-        return loss.item()
+        update_ema(self.ema, self.model, ema_beta(self.global_batch, self.images_seen, cfg.ema_halflife_kimg,
+                                                  cfg.ema_rampup))
+        return torch.stack(losses).mean()
+
+    def keep_going(self, deadline: float) -> bool:
+        """Whether to take another step; all processes agree, or one would wait for the others forever."""
+        if self.cfg.steps is not None and self.step >= self.cfg.steps:
+            return False
+        if deadline == math.inf:
+            return True
+        return not any_rank(time.monotonic() >= deadline, self.device)
+
+    def checkpoint(self) -> None:
+        if self.world.is_main:
+            self.save()
+        barrier()  # when any process returns, the checkpoint is complete
 
     def run(self) -> Path:
-        cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
+        cfg, main = self.cfg, self.world.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes else math.inf
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and main), unit="step",
+                   dynamic_ncols=True)
         window_t, window_imgs, losses = time.monotonic(), 0, []
         try:
-            while (cfg.steps is None or self.step < cfg.steps) and time.monotonic() < deadline:
+            while self.keep_going(deadline):
                 t0 = time.monotonic()
                 losses.append(self.train_step())
                 self.elapsed += time.monotonic() - t0
-                window_imgs += cfg.batch_size
+                window_imgs += self.global_batch
                 bar.update(1)
                 if self.step % cfg.log_every == 0:
+                    loss = mean_over_ranks(torch.stack(losses).mean()).item()  # every process takes part
                     now = time.monotonic()
                     ips = window_imgs / max(now - window_t, 1e-9)
-                    loss = sum(losses) / len(losses)
                     bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.1f}")
-                    self._log({"step": self.step, "images": self.images_seen, "loss": loss, "images_per_s": ips,
-                               "lr": self.opt.param_groups[0]["lr"], "elapsed_s": round(self.elapsed, 2)})
+                    if main:
+                        self._log({"step": self.step, "images": self.images_seen, "loss": loss, "images_per_s": ips,
+                                   "lr": self.opt.param_groups[0]["lr"], "elapsed_s": round(self.elapsed, 2),
+                                   "global_batch": self.global_batch, "processes": self.world.size})
                     window_t, window_imgs, losses = now, 0, []
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save()
-                if cfg.preview_every and self.step % cfg.preview_every == 0:
+                    self.checkpoint()
+                if main and cfg.preview_every and self.step % cfg.preview_every == 0:
                     self.preview()
         except KeyboardInterrupt:
-            self.save()
+            if main:
+                self.save()
             bar.close()
             raise
         bar.close()
-        self.save()
-        if cfg.preview_every:
+        self.checkpoint()
+        if main and cfg.preview_every:
             self.preview()
         return self.out
 
 
 def train(cfg: TrainConfig) -> Path:
-    return Trainer(cfg).run()
+    """Train in this process, or in this process's share of a torchrun job."""
+    world = World.from_env()
+    device = resolve_device(cfg.device, world.local_rank)
+    use_device(device)
+    with process_group(world, device):
+        return Trainer(cfg, world, device).run()
