@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .editing import VARY_STRENGTH, open_image
 from .errors import DiffuseError
 from .networks import PRESETS
 from .samplers import SAMPLERS
@@ -115,7 +116,8 @@ def _add_edit(sub):
                                    "variations of a seed use generate --variation-seed/--variation-strength.")
     p.add_argument("image", help="input image")
     _add_sampling(p, prompt_optional=True)
-    p.add_argument("--strength", type=float, default=0.4, help="0..1, how far from the image (default: 0.4)")
+    p.add_argument("--strength", type=float, default=VARY_STRENGTH,
+                   help=f"0..1, how far from the image (default: {VARY_STRENGTH})")
 
 
 def _add_explain(sub):
@@ -199,25 +201,6 @@ def output_paths(out: str, seeds: list[int], prompt: str) -> tuple[list[Path], P
     return [o / f"{s}-{slug(prompt)}.png" for s in seeds], o / f"grid-{seeds[0]}-{slug(prompt)}.png"
 
 
-def open_image(path: str, what: str = "image"):
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy() if img.mode in ("RGB", "RGBA", "L", "LA") else img.convert("RGBA" if "A" in img.mode else "RGB")
-    except FileNotFoundError:
-        raise DiffuseError(f"{what} {path!r} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DiffuseError(f"{what} {path!r} is not a readable image ({type(e).__name__})") from None
-
-
-def recorded_prompt(img) -> str | None:
-    try:
-        return json.loads(img.info["diffuse"])["prompt"]
-    except (KeyError, ValueError, TypeError):
-        return None
-
-
 def request_from_args(a, **edit):
     from .pipeline import GenerateRequest
     return GenerateRequest(prompt=a.prompt, negative_prompt=a.negative_prompt, n=a.num, seed=a.seed, steps=a.steps,
@@ -274,6 +257,7 @@ def cmd_outpaint(a) -> None:
 def cmd_vary(a) -> None:
     img = open_image(a.image)
     if a.prompt is None:
+        from .pipeline import recorded_prompt
         a.prompt = recorded_prompt(img)
         if a.prompt is None:
             raise DiffuseError(f"{a.image!r} records no prompt: give one")
