@@ -1,10 +1,11 @@
-"""The `diffuse` command: train, generate, img2img, inpaint, outpaint, vary, explain, plot, info.
+"""The `diffuse` command: train, generate, img2img, inpaint, outpaint, vary, explain, plot, info, serve.
 
 Errors in the user's input print one line, `diffuse: error: ...`, and exit with code 2.
 """
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -167,6 +168,26 @@ def _add_info(sub):
     p.add_argument("--json", action="store_true", help="print config.json's summary as JSON")
 
 
+def _add_serve(sub):
+    p = sub.add_parser("serve", help="serve a model over HTTP: OpenAI-style Images API and a web page",
+                       description="Serve a model over HTTP: OpenAI-compatible /v1/images/generations, edits and "
+                                   "variations, a live-progress stream (/v1/diffuse/stream), and a web page at /. "
+                                   "One worker runs the model; requests beyond --queue-size waiting get 429.")
+    p.add_argument("--model", required=True, help="checkpoint directory (from diffuse train)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every network)")
+    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    p.add_argument("--output-dir", default="outputs/served", help="where images answered by url are kept "
+                                                                    "(default: outputs/served)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but the page's files "
+                                     "(default: $DIFFUSE_API_KEY; unset: no key)")
+    p.add_argument("--queue-size", type=int, default=8, help="jobs that may wait behind the running one (default: 8)")
+    p.add_argument("--max-n", type=int, default=10, help="images per request (default: 10)")
+    p.add_argument("--max-steps", type=int, default=100, help="sampler steps per request (default: 100)")
+    p.add_argument("--max-upload-mb", type=float, default=4, help="bytes of an uploaded image, in MiB (default: 4)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="diffuse", description="Train text-to-image diffusion models and generate images.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -175,6 +196,7 @@ def build_parser() -> Parser:
     _add_edit(sub)
     _add_explain(sub)
     _add_info(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -332,8 +354,45 @@ def cmd_info(a) -> None:
     print(f"resumable  {'yes' if resumable else 'no (no training state)'}")
 
 
+def serve_model(model: str) -> str:
+    """The checkpoint `serve` loads: the one named (the one place a default model would be chosen)."""
+    return model
+
+
+def listen(host: str, port: int):
+    """A socket bound before the server starts, so a taken port is a one-line error, not a log."""
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        sock = socket.socket(infos[0][0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(infos[0][4])
+    except (OSError, OverflowError) as e:
+        raise DiffuseError(f"cannot listen on {host}:{port} ({getattr(e, 'strerror', None) or e})") from None
+    return sock
+
+
+def cmd_serve(a) -> None:
+    import uvicorn
+    from .pipeline import Pipeline
+    from .server import Limits, create_app
+    for name in ("queue_size", "max_n", "max_steps", "max_upload_mb"):
+        if getattr(a, name) <= 0:
+            raise DiffuseError(f"--{name.replace('_', '-')} must be above 0")
+    api_key = a.api_key or os.environ.get("DIFFUSE_API_KEY") or None
+    limits = Limits(n=a.max_n, steps=a.max_steps, upload_bytes=int(a.max_upload_mb * 2 ** 20))
+    app = create_app(Pipeline.load(serve_model(a.model), a.device), output_dir=a.output_dir, api_key=api_key,
+                     queue_size=a.queue_size, limits=limits)
+    sock = listen(a.host, a.port)
+    if api_key is None and a.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {a.host} without an API key: anyone who can reach it can use it", file=sys.stderr)
+    print(f"serving {a.model} on http://{a.host}:{a.port}/", file=sys.stderr)
+    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "img2img": cmd_img2img, "inpaint": cmd_inpaint,
-            "outpaint": cmd_outpaint, "vary": cmd_vary, "explain": cmd_explain, "plot": cmd_plot, "info": cmd_info}
+            "outpaint": cmd_outpaint, "vary": cmd_vary, "explain": cmd_explain, "plot": cmd_plot, "info": cmd_info,
+            "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
