@@ -232,6 +232,7 @@ function wireMask() {
 
 function start() {
   $("api-key").value = localStorage.getItem("diffuse-api-key") || "";
+  $("key-row").addEventListener("submit", (e) => e.preventDefault());
   $("api-key").addEventListener("change", () => {
     localStorage.setItem("diffuse-api-key", $("api-key").value);
     loadConfig().catch((e) => { $("error").textContent = e.message; });
