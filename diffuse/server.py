@@ -48,7 +48,7 @@ from .worker import Job, JobCancelled, QueueFull, Worker
 log = logging.getLogger("diffuse.server")
 WEB_DIR = Path(__file__).parent / "web"
 IMAGE_ID = re.compile(r"[0-9a-f]{32}")  # what save() names files: nothing else can reach the disk
-SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+SIZE = re.compile(r"(\d{1,9})x(\d{1,9})")  # bounded digits: the model's own rule then names the limit
 PREVIEW_SIDE = 64  # largest side of a step preview sent over the stream
 
 
@@ -202,12 +202,15 @@ class Server:
         except DiffuseError as e:
             raise ApiError(400, str(e), param=name) from None
 
+    def kept_path(self, image_id: str) -> Path | None:
+        """The file of an image this server saved, or None: only 32 hex digits ever reach the disk."""
+        path = self.output_dir / f"{image_id}.png" if IMAGE_ID.fullmatch(image_id) else None
+        return path if path is not None and path.is_file() else None
+
     def kept_image(self, image_id: str):
-        """An image this server saved, by id; anything but 32 hex digits is refused unread."""
         if not IMAGE_ID.fullmatch(image_id):
             raise ApiError(400, "image_id must be the 32 hex digits of an image this server made", param="image_id")
-        path = self.output_dir / f"{image_id}.png"
-        if not path.is_file():
+        if (path := self.kept_path(image_id)) is None:
             raise ApiError(404, f"no image {image_id}", param="image_id", code="not_found")
         return open_image(path)
 
@@ -348,7 +351,7 @@ class Guard:
     """Runs before any route: the API key (every path but the page's static files) and the body's
     size (from Content-Length, and counted for bodies sent without one)."""
 
-    PUBLIC = re.compile(r"/(static/.*|favicon\.ico)?")
+    PUBLIC = re.compile(r"/|/static/[\w-]+\.(html|js|css)")  # the page's files, no other path
 
     def __init__(self, app, api_key: str | None, max_body: int):
         self.app, self.api_key, self.max_body = app, api_key, max_body
@@ -456,8 +459,8 @@ def add_routes(app: FastAPI, server: Server) -> None:
 
     @app.get("/v1/images/{name}", name="image_file")
     async def image_file(name: str):
-        path = server.output_dir / name
-        if not (name.endswith(".png") and IMAGE_ID.fullmatch(name[:-4]) and path.is_file()):
+        path = server.kept_path(name.removesuffix(".png")) if name.endswith(".png") else None
+        if path is None:
             raise ApiError(404, f"no image {name!r}", code="not_found")
         return FileResponse(path, media_type="image/png")
 
