@@ -136,10 +136,15 @@ def parse_fields(model: type[BaseModel], data, strict: bool) -> BaseModel:
     try:
         return model.model_validate(data, strict=strict)
     except ValidationError as e:
-        err = e.errors()[0]
-        param = ".".join(str(p) for p in err["loc"]) or None
-        message = "unrecognized request argument supplied" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ApiError(400, f"{param}: {message}" if param else message, param=param) from None
+        raise invalid(e.errors()) from None
+
+
+def invalid(errors: list[dict]) -> ApiError:
+    """A 400 naming the first wrong field of a pydantic (or FastAPI) validation error."""
+    err = errors[0]
+    param = ".".join(str(p) for p in err["loc"] if p != "body") or None
+    message = "unrecognized request argument supplied" if err["type"] == "extra_forbidden" else err["msg"]
+    return ApiError(400, f"{param}: {message}" if param else message, param=param)
 
 
 async def read_json(request: Request) -> dict:
@@ -400,9 +405,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, e: RequestValidationError):
-        err = e.errors()[0]
-        param = ".".join(str(p) for p in err["loc"] if p != "body") or None
-        return ApiError(400, f"{param}: {err['msg']}" if param else err["msg"], param=param).response()
+        return invalid(e.errors()).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, e: StarletteHTTPException):

@@ -230,6 +230,18 @@ def test_wrong_method_and_the_server_keeps_serving(client):
     assert client.post("/v1/images/generations", json={"prompt": "x", **FAST}).status_code == 200
 
 
+def test_fastapi_validation_errors_become_400s(pipe, tmp_path):
+    app = create_app(pipe, output_dir=tmp_path)
+
+    @app.get("/v1/typed")  # a route with typed parameters, as later endpoints may have
+    async def typed(k: int):
+        return {"k": k}
+    with TestClient(app) as c:
+        r = c.get("/v1/typed", params={"k": "x"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "query.k"
+        assert "valid integer" in r.json()["error"]["message"]
+
+
 def test_upload_limits(pipe, tmp_path):
     app = create_app(pipe, output_dir=tmp_path, limits=Limits(upload_bytes=4000, upload_pixels=48 * 48))
     with TestClient(app) as c:
