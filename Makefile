@@ -9,7 +9,9 @@ export OMP_NUM_THREADS ?= 2
 .PHONY: demo test docs install clean
 MODEL   ?= diffuse/models/shapes
 
+# The web page's tests drive Debian's chromium through playwright (no browser download).
 $(STAMP): pyproject.toml Makefile
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev,digits]"

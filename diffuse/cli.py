@@ -1,4 +1,4 @@
-"""The `diffuse` command: train, generate, img2img, inpaint, outpaint, vary, explain, plot, info.
+"""The `diffuse` command: train, generate, img2img, inpaint, outpaint, vary, explain, plot, info, serve.
 
 Errors in the user's input print one line, `diffuse: error: ...`, and exit with code 2.
 """
@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from .devices import DEVICES
+from .editing import VARY_STRENGTH, open_image
 from .errors import DiffuseError
 from .networks import PRESETS
 from .prompts import SEED_STRIDE
@@ -141,7 +142,8 @@ def _add_edit(sub):
                                    "variations of a seed use generate --variation-seed/--variation-strength.")
     p.add_argument("image", help="input image")
     _add_sampling(p, prompt_help="what to draw (default: the prompt recorded in the image, if any)")
-    p.add_argument("--strength", type=float, default=0.4, help="0..1, how far from the image (default: 0.4)")
+    p.add_argument("--strength", type=float, default=VARY_STRENGTH,
+                   help=f"0..1, how far from the image (default: {VARY_STRENGTH})")
 
 
 def _add_explain(sub):
@@ -207,6 +209,27 @@ def _add_eval(sub):
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH ('-' for stdout only)")
 
 
+def _add_serve(sub):
+    p = sub.add_parser("serve", help="serve a model over HTTP: OpenAI-style Images API and a web page",
+                       description="Serve a model over HTTP: OpenAI-compatible /v1/images/generations, edits and "
+                                   "variations, a live-progress stream (/v1/diffuse/stream), and a web page at /. "
+                                   "One worker runs the model; requests beyond --queue-size waiting get 429.")
+    p.add_argument("--model", help="checkpoint directory from diffuse train (default: the bundled shapes model)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every network)")
+    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    p.add_argument("--output-dir", default="outputs/served", help="where images answered by url are kept "
+                                                                    "(default: outputs/served)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but the page's files "
+                                     "(default: $DIFFUSE_API_KEY; unset: no key)")
+    p.add_argument("--queue-size", type=int, default=8, help="jobs that may wait behind the running one (default: 8)")
+    p.add_argument("--max-n", type=int, default=10, help="images per request (default: 10)")
+    p.add_argument("--max-steps", type=int, default=100, help="sampler steps per request (default: 100)")
+    p.add_argument("--max-upload-mb", type=float, default=4, help="bytes of an uploaded image, in MiB (default: 4)")
+    p.add_argument("--device", default="auto", choices=list(DEVICES),
+                   help="auto (CUDA when a GPU is visible), cpu or cuda (default: auto)")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="diffuse", description="Train text-to-image diffusion models and generate images.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -216,6 +239,7 @@ def build_parser() -> Parser:
     _add_explain(sub)
     _add_eval(sub)
     _add_info(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -242,25 +266,6 @@ def output_paths(out: str, seeds: list[int], prompt: str) -> tuple[list[Path], P
     if o.exists() and not o.is_dir():
         raise DiffuseError(f"--out {out!r} is a file: give a folder or a .png name")
     return [o / f"{s}-{slug(prompt)}.png" for s in seeds], o / f"grid-{seeds[0]}-{slug(prompt)}.png"
-
-
-def open_image(path: str, what: str = "image"):
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy() if img.mode in ("RGB", "RGBA", "L", "LA") else img.convert("RGBA" if "A" in img.mode else "RGB")
-    except FileNotFoundError:
-        raise DiffuseError(f"{what} {path!r} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DiffuseError(f"{what} {path!r} is not a readable image ({type(e).__name__})") from None
-
-
-def recorded_prompt(img) -> str | None:
-    try:
-        return json.loads(img.info["diffuse"])["prompt"]
-    except (KeyError, ValueError, TypeError):
-        return None
 
 
 def request_from_args(a, **edit):
@@ -365,6 +370,7 @@ def cmd_outpaint(a) -> None:
 def cmd_vary(a) -> None:
     img = open_image(a.image)
     if a.prompt is None:
+        from .pipeline import recorded_prompt
         a.prompt = recorded_prompt(img)
         if a.prompt is None:
             raise DiffuseError(f"{a.image!r} records no prompt: give one")
@@ -451,10 +457,9 @@ def cmd_info(a) -> None:
 
 def cmd_eval(a) -> None:
     from .evaluation import evaluate, format_table
-    from .pipeline import Pipeline
     if a.per_prompt < 1:
         raise DiffuseError("--per-prompt must be at least 1")
-    pipe = Pipeline.load(a.model)
+    pipe = load_pipeline(a)
     result = evaluate(pipe, per_prompt=a.per_prompt, seed=a.seed, progress=lambda m: print(m, file=sys.stderr),
                       steps=a.steps, sampler=a.sampler, guidance=a.guidance)
     if a.json == "-":
@@ -465,9 +470,46 @@ def cmd_eval(a) -> None:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
+def serve_model(model: str | None) -> str:
+    """The checkpoint `serve` loads: the one named, else the bundled model."""
+    from .checkpoint import model_dir
+    return str(model_dir(model))
+
+
+def listen(host: str, port: int):
+    """A socket bound before the server starts, so a taken port is a one-line error, not a log."""
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        sock = socket.socket(infos[0][0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(infos[0][4])
+    except (OSError, OverflowError) as e:
+        raise DiffuseError(f"cannot listen on {host}:{port} ({getattr(e, 'strerror', None) or e})") from None
+    return sock
+
+
+def cmd_serve(a) -> None:
+    import uvicorn
+    from .server import Limits, create_app
+    for name in ("queue_size", "max_n", "max_steps", "max_upload_mb"):
+        if getattr(a, name) <= 0:
+            raise DiffuseError(f"--{name.replace('_', '-')} must be above 0")
+    api_key = a.api_key or os.environ.get("DIFFUSE_API_KEY") or None
+    limits = Limits(n=a.max_n, steps=a.max_steps, upload_bytes=int(a.max_upload_mb * 2 ** 20))
+    a.model = serve_model(a.model)
+    app = create_app(load_pipeline(a), output_dir=a.output_dir, api_key=api_key,
+                     queue_size=a.queue_size, limits=limits)
+    sock = listen(a.host, a.port)
+    if api_key is None and a.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {a.host} without an API key: anyone who can reach it can use it", file=sys.stderr)
+    print(f"serving {a.model} on http://{a.host}:{a.port}/", file=sys.stderr)
+    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "img2img": cmd_img2img, "inpaint": cmd_inpaint,
             "outpaint": cmd_outpaint, "vary": cmd_vary, "explain": cmd_explain, "plot": cmd_plot, "eval": cmd_eval,
-            "info": cmd_info}
+            "info": cmd_info, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,13 +10,17 @@
 """
 
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .data import pil_to_tensor
-from .errors import RequestError
+from .errors import DiffuseError, RequestError
+
+VARY_STRENGTH = 0.4  # variations of an image: low-strength img2img keeps its composition, changes details
 
 
 def check_strength(strength: float) -> float:
@@ -86,13 +90,44 @@ def image_tensor(img: Image.Image, width: int, height: int) -> torch.Tensor:
     return pil_to_tensor(img)
 
 
-def mask_tensor(mask: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """A mask of any mode as [1, H, W] in [0, 1], white = repaint; an alpha channel, when the
-    mask has one, marks transparent pixels for repainting as editors export them."""
+def open_image(source, what: str = "image", max_pixels: int | None = None) -> Image.Image:
+    """An image from a path or a binary file object, in a mode the pipeline reads (RGB, RGBA, L,
+    LA); unreadable input is a DiffuseError naming `what`. `max_pixels` refuses a huge image from
+    its header, before its pixels are decoded (an upload cannot make the server allocate gigabytes)."""
+    name = f"{what} {str(source)!r}" if isinstance(source, (str, Path)) else what
+    try:
+        img = Image.open(source)
+    except FileNotFoundError:
+        raise DiffuseError(f"{name} does not exist") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
+        raise DiffuseError(f"{name} is not a readable image ({type(e).__name__})") from None
+    with img:
+        if max_pixels is not None and img.width * img.height > max_pixels:
+            raise RequestError(f"{name} is {img.width}x{img.height}: at most {max_pixels} pixels are accepted")
+        try:
+            img.load()
+        except (OSError, ValueError) as e:
+            raise DiffuseError(f"{name} is not a readable image ({type(e).__name__})") from None
+        return img.copy() if img.mode in ("RGB", "RGBA", "L", "LA") else img.convert("RGBA" if "A" in img.mode else "RGB")
+
+
+def has_transparency(img: Image.Image) -> bool:
+    """Whether an alpha channel marks any pixel as (partly) transparent: such pixels are the area to
+    repaint, as image editors export masks and as OpenAI's edits endpoint reads an image."""
+    return img.mode in ("RGBA", "LA") and img.getextrema()[-1][0] < 255
+
+
+def check_mask_size(mask: Image.Image, size: tuple[int, int]) -> None:
     if mask.size != size:
         raise RequestError(f"mask is {mask.size[0]}x{mask.size[1]} but the image is {size[0]}x{size[1]}: "
                            f"give a mask of the image's size")
-    if mask.mode in ("RGBA", "LA") and mask.getextrema()[-1][0] < 255:
+
+
+def mask_tensor(mask: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """A mask of any mode as [1, H, W] in [0, 1], white = repaint; an alpha channel, when the
+    mask has one, marks transparent pixels for repainting as editors export them."""
+    check_mask_size(mask, size)
+    if has_transparency(mask):
         arr = 255 - np.asarray(mask.getchannel("A"), dtype=np.float32)
     else:
         arr = np.asarray(mask.convert("L"), dtype=np.float32)

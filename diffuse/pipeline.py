@@ -5,6 +5,7 @@ HTTP server and the tests share. Every image carries its own seed and the parame
 it (PNG text metadata), so any image can be made again alone.
 """
 
+import io
 import json
 import re
 import secrets
@@ -20,8 +21,8 @@ from PIL.PngImagePlugin import PngInfo
 
 from .checkpoint import BUNDLED_MODEL, load_checkpoint, model_dir
 from .data import tensor_to_pil
-from .editing import (InpaintDenoiser, check_strength, composite, image_sha256, image_tensor, img2img_sigmas,
-                      mask_tensor, noised_start, slerp)
+from .editing import (InpaintDenoiser, check_mask_size, check_strength, composite, image_sha256, image_tensor,
+                      img2img_sigmas, mask_tensor, noised_start, slerp)
 from .errors import RequestError
 from .guidance import CFGDenoiser
 from .model import TextToImageModel
@@ -130,13 +131,20 @@ class Pipeline:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def check(self, request: GenerateRequest) -> None:
+        """Raise the RequestError that sample() would, before any work: the server answers 400
+        instead of queueing a job that must fail."""
+        check_size(self.model, *request.size(self.model.image_size))
+        if request.mask is not None:
+            check_mask_size(request.mask, request.init_image.size)
+
     @torch.no_grad()
     def sample(self, request: GenerateRequest, callback: Callable[[Step], None] | None = None) -> torch.Tensor:
         """Images as a tensor [n, 3, H, W] in [-1, 1]; request.seed must be set."""
         if request.seed is None:
             raise RequestError("sample() needs a seed; generate() picks one")
+        self.check(request)
         w, h = request.size(self.model.image_size)
-        check_size(self.model, w, h)
         sigmas = get_sigmas(request.schedule, request.steps, SIGMA_MIN, SIGMA_MAX).to(self.device)
         init = mask = None
         if request.init_image is not None:
@@ -210,16 +218,36 @@ class Pipeline:
         return round(request.effective_strength * request.steps)
 
 
-def save_png(image: Image.Image, path: str | Path) -> Path:
-    """Write a PNG with the image's text metadata (PIL drops `info` unless told)."""
+def png_info(image: Image.Image) -> PngInfo:
+    """The image's text metadata as PNG text chunks (PIL drops `info` unless told)."""
     meta = PngInfo()
     for k, v in image.info.items():
         if isinstance(v, str):
             meta.add_text(k, v)
+    return meta
+
+
+def save_png(image: Image.Image, path: str | Path) -> Path:
+    """Write a PNG with the image's text metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, pnginfo=meta)
+    image.save(path, pnginfo=png_info(image))
     return path
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The PNG `save_png` would write, in memory (for base64 answers over HTTP)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=png_info(image))
+    return buf.getvalue()
+
+
+def recorded_prompt(image: Image.Image) -> str | None:
+    """The prompt an image made by this project records in its PNG metadata, if any."""
+    try:
+        return json.loads(image.info["diffuse"])["prompt"]
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def image_grid(images: list[Image.Image], cols: int | None = None) -> Image.Image:

@@ -1,12 +1,18 @@
-"""Shared fixtures: closed-form ideal denoisers and a tiny trained model.
+"""Shared fixtures: closed-form ideal denoisers, a tiny trained model, a live HTTP server.
 
 For data with a known distribution the ideal denoiser E[y | x = y + sigma n] is known exactly
 (EDM appendix B.3), so samplers can be tested against the truth with no training at all.
 """
 
+import contextlib
+import socket
+import threading
+import time
+
 import pytest
 import torch
 
+from diffuse.pipeline import Pipeline
 from diffuse.training import TrainConfig, Trainer
 
 
@@ -66,3 +72,42 @@ def tiny_model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny") / "run"
     Trainer(tiny_config(out)).run()
     return out
+
+
+@contextlib.contextmanager
+def live_server(app):
+    """Run an ASGI app under uvicorn on a free loopback port in a background thread; yields its URL.
+    The socket is bound before the thread starts, so the port can never be taken in between."""
+    import uvicorn
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+class HeldPipeline(Pipeline):
+    """A loaded Pipeline whose jobs wait at every sampler step while `gate` is clear, then sleep
+    `delay` s: tests of queueing, cancellation and live previews hold a job as long as they need."""
+
+    def __init__(self, pipe: Pipeline, delay: float = 0.0):
+        super().__init__(pipe.model, pipe.model_hash, pipe.name)
+        self.gate, self.delay = threading.Event(), delay
+        self.gate.set()
+
+    def generate(self, request, callback=None):
+        def held(step):
+            callback(step)  # the server's callback: raises here once the job is cancelled
+            assert self.gate.wait(timeout=60), "a test left the gate closed"
+            time.sleep(self.delay)
+        return super().generate(request, held)

@@ -1,0 +1,535 @@
+"""The HTTP server: OpenAI's Images API, a live-progress stream, and a web page.
+
+    diffuse serve --model runs/shapes        # then open http://127.0.0.1:8000
+
+  POST /v1/images/generations  JSON: prompt, n, size "WxH", response_format (url | b64_json), model,
+                               and diffuse's seed, steps, sampler, guidance, negative_prompt
+  POST /v1/images/edits        multipart: image, mask (optional), prompt, n, size, ... , strength
+  POST /v1/images/variations   multipart: image, n, size, ... (prompt: the image's own, if it records one)
+  POST /v1/diffuse/stream      JSON or form, the fields of the three above: server-sent events, one per
+                               sampler step (index, sigma, preview), then the images with their parameters
+  GET  /v1/images/{id}.png     the images answered by url, kept in the output folder
+  GET  /v1/models, /v1/diffuse/config, /healthz
+  GET  /                       the web page (static files; the page asks for the API key itself)
+
+Every request becomes one `GenerateRequest`; every error is OpenAI's
+`{"error": {"message", "type", "param", "code"}}` with a 4xx status (5xx only for bugs). With an
+API key, every endpoint except the page's static files needs `Authorization: Bearer KEY`: a
+browser cannot attach a header to the page it navigates to, and the page holds no data.
+"""
+
+import asyncio
+import base64
+import dataclasses
+import io
+import json
+import logging
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .data import tensor_to_pil
+from .editing import VARY_STRENGTH, has_transparency, open_image
+from .errors import DiffuseError
+from .pipeline import GenerateRequest, Pipeline, png_bytes, recorded_prompt, save_png
+from .samplers import SAMPLERS, Step
+from .worker import Job, JobCancelled, QueueFull, Worker
+
+log = logging.getLogger("diffuse.server")
+WEB_DIR = Path(__file__).parent / "web"
+IMAGE_ID = re.compile(r"[0-9a-f]{32}")  # what save() names files: nothing else can reach the disk
+SIZE = re.compile(r"(\d{1,9})x(\d{1,9})")  # bounded digits: the model's own rule then names the limit
+PREVIEW_SIDE = 64  # largest side of a step preview sent over the stream
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server (each refused with a 400 or 413 naming the limit)."""
+
+    n: int = 10                         # images per request (OpenAI's own cap)
+    steps: int = 100                    # sampler steps per request
+    upload_bytes: int = 4 * 2 ** 20     # per uploaded image (OpenAI's 4 MB)
+    upload_pixels: int = 2048 * 2048    # per uploaded image, read from its header before decoding
+
+    @property
+    def body_bytes(self) -> int:
+        """A whole request: an image and a mask at their limit plus the form fields."""
+        return 2 * self.upload_bytes + 64 * 1024
+
+
+class ApiError(Exception):
+    """An answer in OpenAI's error shape. `type` follows OpenAI's: invalid_request_error for the
+    client's mistakes, requests for rate limits, server_error for bugs."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error", headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+        self.headers = headers
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+# ----------------------------------------------------------------------------- what clients send
+
+class GenerationFields(BaseModel):
+    """POST /v1/images/generations. Unknown fields are refused, as OpenAI refuses them, so a
+    misspelt option is not silently ignored; OpenAI's user, quality and style are accepted and have
+    no effect on a local model."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str
+    n: int | None = None
+    size: str | None = None                          # "WxH"; default: the model's (or the image's) size
+    response_format: Literal["url", "b64_json"] = "url"
+    model: str | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    sampler: str | None = None
+    guidance: float | None = None
+    user: str | None = None
+    quality: str | None = None
+    style: str | None = None
+
+
+class EditFields(GenerationFields):
+    """POST /v1/images/edits (multipart, so values arrive as text and are converted)."""
+
+    strength: float | None = None                    # default: 1 inpainting, 0.8 image-to-image
+
+
+class VariationFields(EditFields):
+    """POST /v1/images/variations: OpenAI sends no prompt; one may be given."""
+
+    prompt: str | None = None
+
+
+class StreamFields(VariationFields):
+    """POST /v1/diffuse/stream: any of the above, starting from an upload or a kept image."""
+
+    image_id: str | None = None                      # an image this server made (its url's name)
+    variations: bool = False                         # variations of the image, as /v1/images/variations
+
+
+SAMPLING_FIELDS = {"n", "negative_prompt", "seed", "steps", "sampler", "guidance"}  # passed on as they are
+
+
+def parse_fields(model: type[BaseModel], data, strict: bool) -> BaseModel:
+    """Validated fields, or a 400 naming the first wrong one (strict for JSON: "3" is not a number)."""
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    try:
+        return model.model_validate(data, strict=strict)
+    except ValidationError as e:
+        raise invalid(e.errors()) from None
+
+
+def invalid(errors: list[dict]) -> ApiError:
+    """A 400 naming the first wrong field of a pydantic (or FastAPI) validation error."""
+    err = errors[0]
+    param = ".".join(str(p) for p in err["loc"] if p != "body") or None
+    message = "unrecognized request argument supplied" if err["type"] == "extra_forbidden" else err["msg"]
+    return ApiError(400, f"{param}: {message}" if param else message, param=param)
+
+
+async def read_json(request: Request) -> dict:
+    body = await request.body()
+    try:
+        return json.loads(body)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise ApiError(400, f"the body is not valid JSON ({e})") from None
+
+
+async def read_form(request: Request) -> tuple[dict, dict[str, UploadFile]]:
+    """Text fields and files of a multipart or urlencoded form; one file per name ("image[]", as
+    OpenAI's client names a list of images, counts as "image")."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        raise ApiError(400, "send multipart/form-data: text fields and image files")
+    form = await request.form(max_files=4, max_fields=64)
+    fields, files = {}, {}
+    for key, value in form.multi_items():
+        name = key.removesuffix("[]")
+        target = files if isinstance(value, UploadFile) else fields
+        if name in fields or name in files:
+            raise ApiError(400, f"{name}: give it once", param=name)
+        target[name] = value
+    return fields, files
+
+
+async def read_any(request: Request) -> tuple[dict, dict[str, UploadFile], bool]:
+    """JSON (strictly typed) or a form (text converted); the last item says which."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        return await read_json(request), {}, True
+    return *await read_form(request), False
+
+
+# ----------------------------------------------------------------------------- the app
+
+class Server:
+    """The state the routes share: the pipeline, its worker, the output folder and the limits."""
+
+    def __init__(self, pipe: Pipeline, output_dir: Path, limits: Limits, queue_size: int):
+        self.pipe, self.output_dir, self.limits = pipe, Path(output_dir), limits
+        self.worker = Worker(pipe, queue_size)
+        self.started = int(time.time())
+
+    # --- requests
+
+    async def upload(self, files: dict[str, UploadFile], name: str, required: bool):
+        """An uploaded image, checked for bytes and pixels before it is decoded."""
+        file = files.get(name)
+        if file is None:
+            if required:
+                raise ApiError(400, f"{name}: an image file is required", param=name)
+            return None
+        data = await file.read(self.limits.upload_bytes + 1)
+        if len(data) > self.limits.upload_bytes:
+            raise ApiError(413, f"{name}: larger than {self.limits.upload_bytes} bytes", param=name,
+                           code="upload_too_large")
+        try:
+            return open_image(io.BytesIO(data), name, self.limits.upload_pixels)
+        except DiffuseError as e:
+            raise ApiError(400, str(e), param=name) from None
+
+    def kept_path(self, image_id: str) -> Path | None:
+        """The file of an image this server saved, or None: only 32 hex digits ever reach the disk."""
+        path = self.output_dir / f"{image_id}.png" if IMAGE_ID.fullmatch(image_id) else None
+        return path if path is not None and path.is_file() else None
+
+    def kept_image(self, image_id: str):
+        if not IMAGE_ID.fullmatch(image_id):
+            raise ApiError(400, "image_id must be the 32 hex digits of an image this server made", param="image_id")
+        if (path := self.kept_path(image_id)) is None:
+            raise ApiError(404, f"no image {image_id}", param="image_id", code="not_found")
+        return open_image(path)
+
+    def build(self, f: GenerationFields, image=None, mask=None, vary: bool = False) -> GenerateRequest:
+        """The one GenerateRequest a request describes, checked against the limits and the model.
+
+        Edits follow OpenAI: transparent pixels (alpha 0) of the mask are the area to repaint; with
+        no mask, the image's own transparent pixels are; a mask without transparency is read as
+        white = repaint (diffusers' convention). An image with neither is image-to-image at
+        `strength` (default 0.8), as diffusers' users expect. Variations are the CLI's `vary`:
+        image-to-image at strength 0.4 with new seeds, prompted by the given prompt, else the
+        prompt the image records, else none (unconditional)."""
+        if f.model is not None and f.model != self.pipe.name:
+            raise ApiError(404, f"the model {f.model!r} does not exist: this server has {self.pipe.name!r}",
+                           param="model", code="model_not_found")
+        for name, limit in (("n", self.limits.n), ("steps", self.limits.steps)):
+            value = getattr(f, name)
+            if value is not None and not 1 <= value <= limit:
+                raise ApiError(400, f"{name} must be from 1 to {limit} on this server, got {value}", param=name)
+        width, height = parse_size(f.size)
+        prompt, strength = f.prompt, getattr(f, "strength", None)
+        if vary:
+            prompt = prompt if prompt is not None else recorded_prompt(image) or ""
+            strength = VARY_STRENGTH if strength is None else strength
+        elif image is not None and mask is None and has_transparency(image):
+            mask = image
+        if prompt is None:
+            raise ApiError(400, "prompt: a prompt is required", param="prompt")
+        request = GenerateRequest(prompt=prompt, width=width, height=height, init_image=image, mask=mask,
+                                  strength=strength, **f.model_dump(include=SAMPLING_FIELDS, exclude_none=True))
+        self.pipe.check(request)
+        return request.with_seed()
+
+    async def run(self, request: Request, job: Job) -> list:
+        """The job's images; if the client disconnects first, the job is cancelled."""
+        self.submit(job)
+        images = asyncio.wrap_future(job.future)
+        gone = asyncio.create_task(wait_for_disconnect(request))
+        try:
+            await asyncio.wait({images, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not images.done():
+            job.cancel()
+            images.cancel()
+            raise ClientGone()
+        return images.result()
+
+    def submit(self, job: Job) -> None:
+        try:
+            self.worker.submit(job)
+        except QueueFull as e:
+            raise ApiError(429, str(e), code="rate_limit_exceeded", type="requests",
+                           headers={"Retry-After": str(e.retry_after)}) from None
+
+    # --- answers
+
+    def save(self, image) -> str:
+        """Keep an image in the output folder under a random id (with its PNG metadata)."""
+        image_id = secrets.token_hex(16)
+        save_png(image, self.output_dir / f"{image_id}.png")
+        return image_id
+
+    def answer(self, request: Request, images: list, response_format: str, with_parameters: bool = False) -> dict:
+        """OpenAI's images response; the stream adds each image's id and parameters."""
+        data = []
+        for img in images:
+            if response_format == "b64_json":
+                item = {"b64_json": base64.b64encode(png_bytes(img)).decode()}
+            else:
+                image_id = self.save(img)
+                item = {"url": str(request.url_for("image_file", name=f"{image_id}.png"))}
+                if with_parameters:
+                    item["id"] = image_id
+            if with_parameters:
+                item["parameters"] = json.loads(img.info["diffuse"])
+            data.append(item)
+        return {"created": int(time.time()), "data": data}
+
+    def config(self) -> dict:
+        """What the web page needs to build its form: the model, sizes, samplers, defaults and limits."""
+        size = self.pipe.model.image_size
+        defaults = {f.name: f.default for f in dataclasses.fields(GenerateRequest)
+                    if f.name in ("steps", "sampler", "guidance", "n")}
+        return {"model": self.pipe.name, "image_size": size, "sizes": [f"{k * size}x{k * size}" for k in (1, 2, 3, 4)],
+                "samplers": list(SAMPLERS), "defaults": defaults, "vary_strength": VARY_STRENGTH,
+                "limits": dataclasses.asdict(self.limits)}
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready (nobody reads the response)."""
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read, so only that message is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def parse_size(size: str | None) -> tuple[int | None, int | None]:
+    if size is None or size == "auto":
+        return None, None
+    m = SIZE.fullmatch(size)
+    if not m:
+        raise ApiError(400, f"size must be WIDTHxHEIGHT such as 32x32, got {size!r}", param="size")
+    return int(m[1]), int(m[2])
+
+
+def step_event(step: Step) -> dict:
+    """A step for the stream: its index, noise level and a small picture of the current guess."""
+    preview = tensor_to_pil(step.denoised[0])
+    preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    return {"index": step.index, "total": step.total, "sigma": step.sigma,
+            "preview": "data:image/png;base64," + base64.b64encode(png_bytes(preview)).decode()}
+
+
+def sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def api_error(e: Exception) -> ApiError:
+    """What a job's failure tells the client: its own mistake (400), a shutdown (503) or a bug (500)."""
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, DiffuseError):
+        return ApiError(400, str(e))
+    if isinstance(e, JobCancelled):
+        return ApiError(503, "the job was cancelled: the server is shutting down", type="server_error")
+    return ApiError(500, "internal server error (see the server's log)", type="server_error")
+
+
+
+
+
+# ----------------------------------------------------------------------------- guard and routes
+
+class Guard:
+    """Runs before any route: the API key (every path but the page's static files) and the body's
+    size (from Content-Length, and counted for bodies sent without one)."""
+
+    PUBLIC = re.compile(r"/|/static/[\w-]+\.(html|js|css)")  # the page's files, no other path
+
+    def __init__(self, app, api_key: str | None, max_body: int):
+        self.app, self.api_key, self.max_body = app, api_key, max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.api_key and not self.PUBLIC.fullmatch(scope["path"]) and not self.authorized(headers):
+            err = ApiError(401, "a valid API key is required: send Authorization: Bearer KEY",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+            return await err.response()(scope, receive, send)
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            return await self.too_large().response()(scope, receive, send)
+        await self.app(scope, self.counting(receive), send)
+
+    def authorized(self, headers: dict) -> bool:
+        scheme, _, key = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and secrets.compare_digest(key.strip().encode(), self.api_key.encode())
+
+    def too_large(self) -> ApiError:
+        return ApiError(413, f"the request body is larger than {self.max_body} bytes", code="upload_too_large")
+
+    def counting(self, receive):
+        seen = 0
+
+        async def wrapped():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body:
+                raise self.too_large()
+            return message
+        return wrapped
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error in OpenAI's shape: FastAPI's own 422s become 400s, unknown routes 404s."""
+
+    @app.exception_handler(ApiError)
+    @app.exception_handler(DiffuseError)
+    @app.exception_handler(JobCancelled)
+    async def known_error(request, e: Exception):
+        return api_error(e).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, e: RequestValidationError):
+        return invalid(e.errors()).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, e: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+        return ApiError(e.status_code, str(e.detail), code=code, headers=e.headers).response()
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request, e: ClientGone):
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+
+    @app.exception_handler(Exception)
+    async def bug(request, e: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return api_error(e).response()
+
+
+def create_app(model: str | Path | Pipeline, *, output_dir: str | Path, api_key: str | None = None,
+               queue_size: int = 8, limits: Limits = Limits()) -> FastAPI:
+    """The server as an ASGI app (run it with uvicorn). `model` is a checkpoint directory or a
+    loaded Pipeline; `queue_size` jobs may wait behind the running one before requests get 429."""
+    pipe = model if isinstance(model, Pipeline) else Pipeline.load(model)
+    server = Server(pipe, Path(output_dir), limits, queue_size)
+
+    async def lifespan(app):
+        yield
+        server.worker.stop()
+
+    app = FastAPI(title="diffuse", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.server = server
+    app.add_middleware(Guard, api_key=api_key or None, max_body=limits.body_bytes)
+    add_error_handlers(app)
+    add_routes(app, server)
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    return app
+
+
+def add_routes(app: FastAPI, server: Server) -> None:
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(WEB_DIR / "index.html")
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "model": server.pipe.name, **server.worker.status()}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": server.pipe.name, "object": "model", "created": server.started,
+                                             "owned_by": "diffuse"}]}
+
+    @app.get("/v1/diffuse/config")
+    async def config():
+        return server.config()
+
+    @app.get("/v1/images/{name}", name="image_file")
+    async def image_file(name: str):
+        path = server.kept_path(name.removesuffix(".png")) if name.endswith(".png") else None
+        if path is None:
+            raise ApiError(404, f"no image {name!r}", code="not_found")
+        return FileResponse(path, media_type="image/png")
+
+    @app.post("/v1/images/generations")
+    async def generations(request: Request):
+        f = parse_fields(GenerationFields, await read_json(request), strict=True)
+        images = await server.run(request, Job(server.build(f)))
+        return server.answer(request, images, f.response_format)
+
+    @app.post("/v1/images/edits")
+    async def edits(request: Request):
+        fields, files = await read_form(request)
+        f = parse_fields(EditFields, fields, strict=False)
+        image, mask = await server.upload(files, "image", True), await server.upload(files, "mask", False)
+        images = await server.run(request, Job(server.build(f, image, mask)))
+        return server.answer(request, images, f.response_format)
+
+    @app.post("/v1/images/variations")
+    async def variations(request: Request):
+        fields, files = await read_form(request)
+        f = parse_fields(VariationFields, fields, strict=False)
+        image = await server.upload(files, "image", True)
+        images = await server.run(request, Job(server.build(f, image, vary=True)))
+        return server.answer(request, images, f.response_format)
+
+    @app.post("/v1/diffuse/stream")
+    async def stream(request: Request):
+        fields, files, strict = await read_any(request)
+        f = parse_fields(StreamFields, fields, strict=strict)
+        image = await server.upload(files, "image", False)
+        if f.image_id is not None:
+            if image is not None:
+                raise ApiError(400, "give an image or an image_id, not both", param="image_id")
+            image = server.kept_image(f.image_id)
+        if f.variations and image is None:
+            raise ApiError(400, "variations need an image or an image_id", param="image")
+        job = Job(server.build(f, image, await server.upload(files, "mask", False), vary=f.variations))
+        events = watch(job)
+        server.submit(job)  # a full queue answers 429 before the stream starts
+        return StreamingResponse(stream_events(server, request, job, events, f.response_format),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def watch(job: Job) -> asyncio.Queue:
+    """The job's steps as stream events in an asyncio queue, then None when it ends (set before
+    the job is queued: the worker may start it at once)."""
+    loop, events = asyncio.get_running_loop(), asyncio.Queue()
+    job.on_step = lambda step: loop.call_soon_threadsafe(events.put_nowait, step_event(step))
+    job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
+    return events
+
+
+async def stream_events(server: Server, request: Request, job: Job, events: asyncio.Queue, response_format: str):
+    """queued, one `step` per sampler step, then `done` (or `error`). Leaving early (the client
+    disconnected) cancels the job."""
+    try:
+        yield sse("queued", {"waiting": server.worker.queue.qsize(), "seed": job.request.seed})
+        while (event := await events.get()) is not None:
+            yield sse("step", event)
+        try:
+            images = job.future.result()
+        except Exception as e:
+            if not isinstance(e, (DiffuseError, JobCancelled)):
+                log.error("generation failed", exc_info=e)
+            yield sse("error", api_error(e).body())
+            return
+        yield sse("done", server.answer(request, images, response_format, with_parameters=True))
+    finally:
+        job.cancel()

@@ -1,0 +1,257 @@
+// The diffuse web page: a form that fills one request for POST /v1/diffuse/stream, the live
+// preview of each sampler step, a gallery of results, and a canvas to paint inpainting masks.
+// Plain JS, no build step and no CDN: the server ships this file as it is.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { config: null, hasInit: false, hasMask: false, abort: null };
+
+// ---------------------------------------------------------------- HTTP with the optional API key
+
+function headers() {
+  const key = localStorage.getItem("diffuse-api-key");
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  if (response.status === 401) $("key-row").hidden = false;
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+  }
+  return response;
+}
+
+// Images may need the key too, so they are fetched and shown as blob URLs.
+async function blobUrl(url) {
+  return URL.createObjectURL(await (await api(url)).blob());
+}
+
+// ---------------------------------------------------------------- the form
+
+async function loadConfig() {
+  const config = await (await api("/v1/diffuse/config")).json();
+  state.config = config;
+  $("model-name").textContent = `model: ${config.model} (${config.image_size}px)`;
+  $("sampler").replaceChildren(...config.samplers.map((s) => new Option(s, s, false, s === config.defaults.sampler)));
+  $("size").replaceChildren(...config.sizes.map((s) => new Option(s, s)));
+  $("steps").value = config.defaults.steps;
+  $("steps").max = config.limits.steps;
+  $("n").max = config.limits.n;
+  $("guidance").value = config.defaults.guidance;
+  $("error").textContent = "";
+}
+
+function sizeWH() {
+  const [w, h] = $("size").value.split("x").map(Number);
+  return [w, h];
+}
+
+function samplingFields(form) {
+  const f = { negative_prompt: $("negative").value, steps: $("steps").value, sampler: $("sampler").value,
+              guidance: $("guidance").value, n: $("n").value, size: $("size").value };
+  if ($("seed").value !== "") f.seed = $("seed").value;
+  for (const [k, v] of Object.entries(f)) form.append(k, v);
+  return form;
+}
+
+function canvasBlob(canvas) {
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+// The painted strokes as a black-and-white mask (white = repaint) the size of the image.
+async function maskBlob() {
+  const paint = $("mask-canvas"), out = document.createElement("canvas");
+  out.width = paint.width; out.height = paint.height;
+  const ctx = out.getContext("2d");
+  ctx.fillStyle = "#000"; ctx.fillRect(0, 0, out.width, out.height);
+  ctx.drawImage(paint, 0, 0);
+  return canvasBlob(out);
+}
+
+async function requestForm() {
+  const form = samplingFields(new FormData());
+  form.append("prompt", $("prompt").value);
+  if (state.hasInit) {
+    form.append("image", await canvasBlob($("init-canvas")), "image.png");
+    if (state.hasMask) form.append("mask", await maskBlob(), "mask.png");  // inpainting: strength 1
+    else form.append("strength", $("strength").value);
+  }
+  return form;
+}
+
+// ---------------------------------------------------------------- streaming a job
+
+// POST the form, read server-sent events as they come: step -> preview, done -> gallery.
+async function stream(form, label) {
+  if (state.abort) state.abort.abort();
+  const abort = new AbortController();
+  state.abort = abort;
+  $("error").textContent = "";
+  $("stop").disabled = false;
+  $("progress").textContent = `${label}: sending…`;
+  try {
+    const response = await api("/v1/diffuse/stream", { method: "POST", body: form, signal: abort.signal });
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        handleEvent(buffer.slice(0, cut), label);
+        buffer = buffer.slice(cut + 2);
+      }
+    }
+  } catch (e) {
+    if (e.name === "AbortError") $("progress").textContent = `${label}: stopped.`;
+    else $("error").textContent = e.message;
+  } finally {
+    if (state.abort === abort) { state.abort = null; $("stop").disabled = true; }
+  }
+}
+
+function handleEvent(text, label) {
+  let event = "message", data = "";
+  for (const line of text.split("\n")) {
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data += line.slice(5).trim();
+  }
+  const body = data ? JSON.parse(data) : {};
+  if (event === "queued") {
+    $("progress").textContent = `${label}: queued (${body.waiting} waiting), seed ${body.seed}`;
+  } else if (event === "step") {
+    $("preview").src = body.preview;
+    $("progress").textContent = `${label}: step ${body.index + 1}/${body.total}, sigma ${body.sigma.toFixed(3)}`;
+  } else if (event === "done") {
+    $("progress").textContent = `${label}: done.`;
+    for (const item of body.data) addCard(item);
+  } else if (event === "error") {
+    $("error").textContent = body.error.message;
+  }
+}
+
+// ---------------------------------------------------------------- the gallery
+
+function describe(p) {
+  const parts = [`“${p.prompt}”`, p.negative_prompt ? `not “${p.negative_prompt}”` : "", `seed ${p.seed}`,
+                 `${p.steps} steps ${p.sampler}`, `guidance ${p.guidance}`, `${p.width}x${p.height}`, p.mode];
+  if (p.strength !== undefined) parts.push(`strength ${p.strength}`);
+  return parts.filter(Boolean).join(" · ");
+}
+
+async function addCard(item) {
+  const card = document.createElement("figure");
+  card.className = "card";
+  const img = document.createElement("img");
+  img.alt = item.parameters.prompt;
+  img.src = await blobUrl(item.url);
+  const params = document.createElement("figcaption");
+  params.className = "params";
+  params.textContent = describe(item.parameters);
+  const download = document.createElement("a");
+  download.className = "download";
+  download.textContent = "Download";
+  download.href = img.src;
+  download.download = `${item.parameters.seed}-${item.parameters.prompt.replace(/[^a-z0-9]+/gi, "-").slice(0, 40)}.png`;
+  const vary = button("Variations", () => {
+    const form = samplingFields(new FormData());
+    form.set("seed", String(Math.floor(Math.random() * 2 ** 31)));
+    form.append("image_id", item.id);
+    form.append("variations", "true");
+    stream(form, "variations");
+  });
+  vary.className = "vary";
+  const edit = button("Edit", async () => setInit(await loadImage(img.src)));
+  edit.className = "edit";
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  actions.append(download, vary, edit);
+  card.append(img, params, actions);
+  $("gallery").prepend(card);
+}
+
+function button(text, onclick) {
+  const b = document.createElement("button");
+  b.type = "button"; b.textContent = text; b.onclick = onclick;
+  return b;
+}
+
+// ---------------------------------------------------------------- the init image and its mask
+
+function loadImage(src) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("this file is not an image the browser can read"));
+    img.src = src;
+  });
+}
+
+// The image is drawn at the chosen output size, so any upload becomes a size the model makes.
+function setInit(img) {
+  const [w, h] = sizeWH();
+  for (const c of [$("init-canvas"), $("mask-canvas")]) { c.width = w; c.height = h; }
+  $("init-canvas").getContext("2d").drawImage(img, 0, 0, w, h);
+  state.init = img; state.hasInit = true; state.hasMask = false;
+  $("init-box").hidden = false;
+}
+
+function clearInit() {
+  state.init = null; state.hasInit = false; state.hasMask = false;
+  $("init-box").hidden = true;
+  $("init-file").value = "";
+}
+
+function paintAt(event) {
+  const canvas = $("mask-canvas"), box = canvas.getBoundingClientRect();
+  const x = (event.clientX - box.left) * canvas.width / box.width;
+  const y = (event.clientY - box.top) * canvas.height / box.height;
+  const r = Number($("brush").value) * canvas.width / 64;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI); ctx.fill();
+  state.hasMask = true;
+}
+
+function wireMask() {
+  const canvas = $("mask-canvas");
+  let painting = false;
+  canvas.addEventListener("pointerdown", (e) => { painting = true; canvas.setPointerCapture(e.pointerId); paintAt(e); });
+  canvas.addEventListener("pointermove", (e) => { if (painting) paintAt(e); });
+  canvas.addEventListener("pointerup", () => { painting = false; });
+  $("clear-mask").onclick = () => {
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+    state.hasMask = false;
+  };
+}
+
+// ---------------------------------------------------------------- start
+
+function start() {
+  $("api-key").value = localStorage.getItem("diffuse-api-key") || "";
+  $("key-row").addEventListener("submit", (e) => e.preventDefault());
+  $("api-key").addEventListener("change", () => {
+    localStorage.setItem("diffuse-api-key", $("api-key").value);
+    loadConfig().catch((e) => { $("error").textContent = e.message; });
+  });
+  $("gen-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const label = !state.hasInit ? "generate" : state.hasMask ? "inpaint" : "image-to-image";
+    stream(await requestForm(), label);
+  });
+  $("stop").onclick = () => { if (state.abort) state.abort.abort(); };
+  $("init-file").addEventListener("change", async () => {
+    const file = $("init-file").files[0];
+    if (!file) return;
+    try { setInit(await loadImage(URL.createObjectURL(file))); } catch (e) { $("error").textContent = e.message; }
+  });
+  $("size").addEventListener("change", () => { if (state.hasInit) setInit(state.init); });
+  $("clear-init").onclick = clearInit;
+  wireMask();
+  loadConfig().catch((e) => { $("error").textContent = e.message; });
+}
+
+start();

@@ -1,0 +1,359 @@
+"""The HTTP server: OpenAI's Images API (with the official client), the stream, the queue,
+cancellation, the API key, and every bad input answered with OpenAI's 4xx error shape."""
+
+import base64
+import io
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import HeldPipeline, live_server
+from diffuse.cli import main
+from diffuse.pipeline import Pipeline
+from diffuse.server import Limits, create_app
+
+FAST = {"steps": 2, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    return Pipeline.load(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def client(pipe, tmp_path_factory):
+    with TestClient(create_app(pipe, output_dir=tmp_path_factory.mktemp("served"))) as c:
+        yield c
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def half_transparent(size=32) -> Image.Image:
+    """Red, with its left half fully transparent (OpenAI: the area to edit)."""
+    img = Image.new("RGBA", (size, size), (200, 30, 30, 255))
+    img.paste((0, 0, 0, 0), (0, 0, size // 2, size))
+    return img
+
+
+def params(png_bytes: bytes) -> dict:
+    return json.loads(Image.open(io.BytesIO(png_bytes)).text["diffuse"])
+
+
+def wait_for(condition, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def health(base, **kw):
+    return httpx.get(f"{base}/healthz", **kw).json()
+
+
+# ----------------------------------------------------------------------------- the API
+
+def test_generations_answer_urls_and_base64(client):
+    r = client.post("/v1/images/generations", json={"prompt": "a red circle", "n": 2, "size": "32x32", **FAST})
+    assert r.status_code == 200 and isinstance(r.json()["created"], int)
+    urls = [d["url"] for d in r.json()["data"]]
+    assert len(urls) == 2 and all(u.startswith("http://testserver/v1/images/") for u in urls)
+    kept = [client.get(u) for u in urls]
+    assert all(k.status_code == 200 and k.headers["content-type"] == "image/png" for k in kept)
+    assert [params(k.content)["seed"] for k in kept] == [1, 2]  # image k gets seed + k, recorded in the PNG
+    assert params(kept[0].content)["prompt"] == "a red circle" and params(kept[0].content)["steps"] == 2
+
+    r = client.post("/v1/images/generations", json={"prompt": "a red circle", "response_format": "b64_json",
+                                                    "size": "64x32", **FAST})
+    data = base64.b64decode(r.json()["data"][0]["b64_json"])
+    assert Image.open(io.BytesIO(data)).size == (64, 32)
+    same = client.post("/v1/images/generations", json={"prompt": "a red circle", "response_format": "b64_json",
+                                                       "size": "64x32", **FAST})
+    assert same.json()["data"][0]["b64_json"] == r.json()["data"][0]["b64_json"]  # a seed makes it again
+
+
+def test_edits_follow_openai_transparency(client):
+    src = Image.new("RGB", (32, 32), (200, 30, 30))
+    mask = half_transparent()
+    r = client.post("/v1/images/edits", files={"image": ("i.png", png(src)), "mask": ("m.png", png(mask))},
+                    data={"prompt": "a blue star", "response_format": "b64_json", **FAST})
+    out = base64.b64decode(r.json()["data"][0]["b64_json"])
+    img = Image.open(io.BytesIO(out)).convert("RGB")
+    assert params(out)["mode"] == "inpaint"
+    assert img.crop((16, 0, 32, 32)).tobytes() == src.crop((16, 0, 32, 32)).tobytes()  # opaque half kept exactly
+    assert img.crop((0, 0, 16, 32)).tobytes() != src.crop((0, 0, 16, 32)).tobytes()
+
+    # No mask: the image's own transparent pixels are the area to edit.
+    r = client.post("/v1/images/edits", files={"image": ("i.png", png(half_transparent()))},
+                    data={"prompt": "a blue star", "response_format": "b64_json", **FAST})
+    out = base64.b64decode(r.json()["data"][0]["b64_json"])
+    assert params(out)["mode"] == "inpaint"
+    assert Image.open(io.BytesIO(out)).convert("RGB").crop((16, 0, 32, 32)).tobytes() == src.crop((16, 0, 32, 32)).tobytes()
+
+    # Neither has transparency: image-to-image at the default strength, or the one given.
+    r = client.post("/v1/images/edits", files={"image": ("i.png", png(src))},
+                    data={"prompt": "a blue star", "strength": "0.5", "response_format": "b64_json", "steps": "4"})
+    meta = params(base64.b64decode(r.json()["data"][0]["b64_json"]))
+    assert meta["mode"] == "img2img" and meta["strength"] == 0.5 and meta["steps_run"] == 2
+
+
+def test_variations_use_the_recorded_prompt(client):
+    made = client.post("/v1/images/generations", json={"prompt": "a green square", **FAST}).json()["data"][0]["url"]
+    r = client.post("/v1/images/variations", files={"image": ("v.png", client.get(made).content)},
+                    data={"n": "2", "response_format": "b64_json", "steps": "5"})
+    metas = [params(base64.b64decode(d["b64_json"])) for d in r.json()["data"]]
+    assert [m["prompt"] for m in metas] == ["a green square"] * 2
+    assert metas[0]["strength"] == 0.4 and metas[0]["steps_run"] == 2 and metas[1]["seed"] == metas[0]["seed"] + 1
+    plain = client.post("/v1/images/variations", files={"image": ("v.png", png(Image.new("RGB", (32, 32))))},
+                        data={"response_format": "b64_json", **FAST})
+    assert params(base64.b64decode(plain.json()["data"][0]["b64_json"]))["prompt"] == ""  # unconditional
+
+
+def read_events(response) -> list[tuple[str, dict]]:
+    events, name = [], None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[6:])))
+    return events
+
+
+def test_stream_reports_every_step_then_the_images(client):
+    with client.stream("POST", "/v1/diffuse/stream", json={"prompt": "a red circle", "steps": 4, "n": 2}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = read_events(r)
+    names = [e for e, _ in events]
+    assert names == ["queued", "step", "step", "step", "step", "done"]
+    steps = [d for e, d in events if e == "step"]
+    assert [s["index"] for s in steps] == [0, 1, 2, 3] and all(s["total"] == 4 for s in steps)
+    assert all(a["sigma"] > b["sigma"] for a, b in zip(steps, steps[1:]))
+    preview = Image.open(io.BytesIO(base64.b64decode(steps[0]["preview"].split(",", 1)[1])))
+    assert preview.size == (32, 32)
+    done = events[-1][1]["data"]
+    assert done[0]["parameters"]["seed"] == events[0][1]["seed"] and done[1]["parameters"]["prompt"] == "a red circle"
+
+    # Variations of a kept image by its id, and inpainting from a form upload, stream the same way.
+    with client.stream("POST", "/v1/diffuse/stream", data={"image_id": done[0]["id"], "variations": "true",
+                                                            "steps": "5"}) as r:
+        varied = read_events(r)[-1]
+    assert varied[0] == "done" and varied[1]["data"][0]["parameters"]["prompt"] == "a red circle"
+    assert varied[1]["data"][0]["parameters"]["strength"] == 0.4
+    with client.stream("POST", "/v1/diffuse/stream", data={"prompt": "a star", **FAST},
+                       files={"image": ("i.png", png(Image.new("RGB", (32, 32)))),
+                              "mask": ("m.png", png(half_transparent()))}) as r:
+        inpainted = read_events(r)[-1]
+    assert inpainted[1]["data"][0]["parameters"]["mode"] == "inpaint"
+
+
+def test_models_health_config_and_page(client, pipe):
+    assert client.get("/v1/models").json()["data"][0]["id"] == pipe.name
+    h = client.get("/healthz").json()
+    assert h["status"] == "ok" and h["running"] is False and h["jobs"]["failed"] == 0
+    assert client.get("/v1/diffuse/config").json()["samplers"][0] == "euler"
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert "EventSource" not in client.get("/static/app.js").text and client.get("/static/style.css").status_code == 200
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def upload(name="image", data=b"", **fields):
+    return {"files": {name: ("x.png", data)}, "data": fields}
+
+
+BAD = [  # (path, request keywords, status, text in the message, param)
+    ("/v1/images/generations", {"content": b'{"prompt": "x",', "headers": {"content-type": "application/json"}},
+     400, "not valid JSON", None),
+    ("/v1/images/generations", {"json": ["a red circle"]}, 400, "JSON object", None),
+    ("/v1/images/generations", {"json": {"n": 2}}, 400, "prompt", "prompt"),
+    ("/v1/images/generations", {"json": {"prompt": 5}}, 400, "valid string", "prompt"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "n": "2"}}, 400, "valid integer", "n"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "guidance": "high"}}, 400, "valid number", "guidance"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "n": 0}}, 400, "n must be from 1 to 10", "n"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "n": 1000}}, 400, "n must be from 1 to 10", "n"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "steps": 10 ** 6}}, 400, "steps must be from 1 to 100", "steps"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "size": "4096x4096"}}, 400, "width 4096 is not possible", None),
+    ("/v1/images/generations", {"json": {"prompt": "x", "size": "100000000x100000000"}}, 400, "not possible", None),
+    ("/v1/images/generations", {"json": {"prompt": "x", "size": "9" * 5000 + "x32"}}, 400, "WIDTHxHEIGHT", "size"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "size": "large"}}, 400, "WIDTHxHEIGHT", "size"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "sampler": "magic"}}, 400, "unknown sampler", None),
+    ("/v1/images/generations", {"json": {"prompt": "x", "response_format": "gif"}}, 400, "url", "response_format"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "stpes": 3}}, 400, "unrecognized", "stpes"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "model": "dall-e-3"}}, 404, "does not exist", "model"),
+    ("/v1/images/edits", {"json": {"prompt": "x"}}, 400, "multipart/form-data", None),
+    ("/v1/images/edits", {"data": {"prompt": "x"}}, 400, "image file is required", "image"),
+    ("/v1/images/edits", upload(data=b"%PDF-1.4 not an image", prompt="x"), 400, "not a readable image", "image"),
+    ("/v1/images/edits", {"files": {"image": ("i.png", png(Image.new("RGB", (32, 32)))),
+                                    "mask": ("m.png", png(Image.new("L", (16, 16))))}, "data": {"prompt": "x"}},
+     400, "mask is 16x16 but the image is 32x32", None),
+    ("/v1/images/edits", upload(data=png(Image.new("RGB", (33, 32))), prompt="x"), 400, "width 33", None),
+    ("/v1/images/variations", upload(data=png(Image.new("RGB", (32, 32))), n="many"), 400, "valid integer", "n"),
+    ("/v1/diffuse/stream", {"json": {"image_id": "../../etc/passwd", "variations": True}}, 400, "32 hex digits",
+     "image_id"),
+    ("/v1/diffuse/stream", {"json": {"image_id": "0" * 32, "variations": True}}, 404, "no image", "image_id"),
+    ("/v1/diffuse/stream", {"json": {"variations": True}}, 400, "need an image", "image"),
+]
+
+
+@pytest.mark.parametrize("path,kw,status,text,param", BAD, ids=[f"{b[0].rsplit('/', 1)[1]}-{k}" for k, b in enumerate(BAD)])
+def test_bad_input_gets_a_4xx_in_openai_shape(client, path, kw, status, text, param):
+    before = client.get("/healthz").json()["jobs"]
+    r = client.post(path, **kw)
+    err = r.json()["error"]
+    assert r.status_code == status and text in err["message"], (r.status_code, err)
+    assert err["param"] == param and err["type"] == "invalid_request_error" and set(err) == {"message", "type", "param", "code"}
+    assert client.get("/healthz").json()["jobs"] == before  # refused before any job was queued
+
+
+@pytest.mark.parametrize("path", ["/v1/images/..%2F..%2Fetc%2Fpasswd", "/v1/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+                                  "/v1/images/..%5C..%5Cetc%5Cpasswd", "/v1/images/..", "/v1/images/passwd",
+                                  "/v1/images/" + "0" * 32 + ".png", "/v1/images/../../etc/passwd", "/v1/nothing",
+                                  "/static/..%2F..%2Fserver.py", "/static/%2e%2e/%2e%2e/etc/passwd"])
+def test_image_ids_cannot_leave_the_output_folder(client, path):
+    r = client.get(path)
+    assert r.status_code == 404 and "root:" not in r.text and r.json()["error"]["code"] == "not_found"
+
+
+def test_wrong_method_and_the_server_keeps_serving(client):
+    r = client.put("/v1/images/generations", json={"prompt": "x"})
+    assert r.status_code == 405 and "error" in r.json()
+    assert client.post("/v1/images/generations", json={"prompt": "x", **FAST}).status_code == 200
+
+
+def test_fastapi_validation_errors_become_400s(pipe, tmp_path):
+    app = create_app(pipe, output_dir=tmp_path)
+
+    @app.get("/v1/typed")  # a route with typed parameters, as later endpoints may have
+    async def typed(k: int):
+        return {"k": k}
+    with TestClient(app) as c:
+        r = c.get("/v1/typed", params={"k": "x"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "query.k"
+        assert "valid integer" in r.json()["error"]["message"]
+
+
+def test_upload_limits(pipe, tmp_path):
+    app = create_app(pipe, output_dir=tmp_path, limits=Limits(upload_bytes=4000, upload_pixels=48 * 48))
+    with TestClient(app) as c:
+        noisy = Image.effect_noise((48, 48), 60).convert("RGB")  # incompressible: > 4,000 bytes as PNG
+        r = c.post("/v1/images/edits", **upload(data=png(noisy), prompt="x"))
+        assert r.status_code == 413 and r.json()["error"]["param"] == "image"
+        r = c.post("/v1/images/edits", **upload(data=png(Image.new("RGB", (64, 64))), prompt="x"))
+        assert r.status_code == 400 and "at most 2304 pixels" in r.json()["error"]["message"]
+        r = c.post("/v1/images/generations", content=b" " * 100_000, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "larger than" in r.json()["error"]["message"]
+
+        def chunks():  # no Content-Length: the body is counted as it arrives
+            for _ in range(100):  # the limit: 2 x 4,000 + 64 KiB
+                yield b" " * 1000
+        r = c.post("/v1/images/generations", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert c.post("/v1/images/generations", json={"prompt": "x", **FAST}).status_code == 200
+
+
+def test_api_key_guards_every_endpoint(pipe, tmp_path):
+    with TestClient(create_app(pipe, output_dir=tmp_path, api_key="s3cret")) as c:
+        for method, path in [("GET", "/healthz"), ("GET", "/v1/models"), ("GET", "/v1/diffuse/config"),
+                             ("GET", "/v1/images/" + "0" * 32 + ".png"), ("POST", "/v1/images/generations"),
+                             ("POST", "/v1/images/edits"), ("POST", "/v1/images/variations"),
+                             ("POST", "/v1/diffuse/stream")]:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+                r = c.request(method, path, headers=headers)
+                assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", (path, headers)
+        key = {"Authorization": "Bearer s3cret"}
+        assert c.get("/v1/models", headers=key).status_code == 200
+        url = c.post("/v1/images/generations", json={"prompt": "x", **FAST}, headers=key).json()["data"][0]["url"]
+        assert c.get(url).status_code == 401 and c.get(url, headers=key).status_code == 200
+        assert c.get("/").status_code == 200 and c.get("/static/app.js").status_code == 200  # the page asks for the key
+
+
+# ----------------------------------------------------------------------------- load: queue and cancellation
+
+def test_full_queue_answers_429_with_retry_after(pipe, tmp_path):
+    held = HeldPipeline(pipe)
+    held.gate.clear()
+    with live_server(create_app(held, output_dir=tmp_path, queue_size=1)) as base:
+        results = {}
+
+        def post(name):
+            results[name] = httpx.post(f"{base}/v1/images/generations", json={"prompt": "x", **FAST}, timeout=60)
+        first = threading.Thread(target=post, args=("first",))
+        first.start()
+        wait_for(lambda: health(base)["running"])
+        second = threading.Thread(target=post, args=("second",))
+        second.start()
+        wait_for(lambda: health(base)["waiting"] == 1)
+        r = httpx.post(f"{base}/v1/images/generations", json={"prompt": "x", **FAST})
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        assert r.json()["error"]["code"] == "rate_limit_exceeded"
+        held.gate.set()
+        first.join(60), second.join(60)
+        assert results["first"].status_code == results["second"].status_code == 200
+        assert health(base)["jobs"] == {"done": 2, "failed": 0, "cancelled": 0, "rejected": 1}
+
+
+def test_a_client_that_disconnects_cancels_its_job(pipe, tmp_path):
+    held = HeldPipeline(pipe, delay=0.2)  # 50 steps: 10 s unless cancelled
+    with live_server(create_app(held, output_dir=tmp_path)) as base:
+        with httpx.stream("POST", f"{base}/v1/diffuse/stream", json={"prompt": "x", "steps": 50}, timeout=30) as r:
+            lines = r.iter_lines()
+            assert next(line for line in lines if line.startswith("event: step"))
+        start = time.monotonic()  # the stream is closed: the job stops at its next step
+        wait_for(lambda: health(base)["jobs"]["cancelled"] == 1 and not health(base)["running"])
+        assert time.monotonic() - start < 5
+
+        # The same for a plain request whose client gives up waiting.
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{base}/v1/images/generations", json={"prompt": "x", "steps": 50}, timeout=1.0)
+        wait_for(lambda: health(base)["jobs"]["cancelled"] == 2 and not health(base)["running"], timeout=5)
+        held.delay = 0
+        r = httpx.post(f"{base}/v1/images/generations", json={"prompt": "x", **FAST}, timeout=30)
+        assert r.status_code == 200 and health(base)["jobs"]["done"] == 1  # the worker is free
+
+
+# ----------------------------------------------------------------------------- the official client
+
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # OpenAI deprecates variations; we serve them
+def test_openai_client_against_a_live_server(pipe, tmp_path):
+    with live_server(create_app(pipe, output_dir=tmp_path, api_key="k")) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+        extra = {"extra_body": {"steps": 2, "seed": 3}}
+        r = client.images.generate(prompt="a red circle", n=2, size="32x32", response_format="b64_json", **extra)
+        assert len(r.data) == 2 and Image.open(io.BytesIO(base64.b64decode(r.data[1].b64_json))).size == (32, 32)
+        r = client.images.generate(prompt="a red circle", model=pipe.name, response_format="url", **extra)
+        kept = httpx.get(r.data[0].url, headers={"Authorization": "Bearer k"})
+        assert params(kept.content)["seed"] == 3
+
+        r = client.images.edit(image=("i.png", png(Image.new("RGB", (32, 32)))), mask=("m.png", png(half_transparent())),
+                               prompt="a blue star", n=1, size="32x32", response_format="b64_json", **extra)
+        assert params(base64.b64decode(r.data[0].b64_json))["mode"] == "inpaint"
+        r = client.images.create_variation(image=("v.png", kept.content), n=2, size="32x32",
+                                           response_format="b64_json", **extra)
+        assert [params(base64.b64decode(d.b64_json))["prompt"] for d in r.data] == ["a red circle"] * 2
+
+        with pytest.raises(openai.BadRequestError, match="n must be from 1 to 10"):
+            client.images.generate(prompt="x", n=1000, **extra)
+        with pytest.raises(openai.BadRequestError, match="width 4096 is not possible"):
+            client.images.generate(prompt="x", size="4096x4096", **extra)
+        with pytest.raises(openai.NotFoundError, match="does not exist"):
+            client.images.generate(prompt="x", model="dall-e-3")
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0).images.generate(prompt="x")
+        assert client.models.list().data[0].id == pipe.name
+
+
+def test_serve_command_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "none")]) == 2
+    assert main(["serve", "--model", str(tmp_path / "none"), "--queue-size", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "does not exist" in err[0] and "--queue-size must be above 0" in err[1]

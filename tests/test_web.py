@@ -1,0 +1,132 @@
+"""The web page in real headless Chromium (Debian's, driven by playwright): a prompt typed and
+generated shows the image forming step by step, then lands in the gallery; a mask painted on the
+canvas inpaints exactly the painted area; uploads go image-to-image; results give variations."""
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import HeldPipeline, live_server
+from diffuse.pipeline import Pipeline
+from diffuse.server import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"no {CHROMIUM}: `make install` installs Debian's chromium for these tests")
+
+
+@pytest.fixture(scope="module")
+def site(tiny_model_dir, tmp_path_factory):
+    held = HeldPipeline(Pipeline.load(tiny_model_dir), delay=0.05)  # slow enough to see every step
+    with live_server(create_app(held, output_dir=tmp_path_factory.mktemp("served"))) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    page = browser.new_page()
+    page.goto(site)
+    page.wait_for_selector("#sampler option", state="attached")  # the form is filled from /v1/diffuse/config
+    yield page
+    page.close()
+
+
+def generate(page, prompt: str, steps: int, seed: int, cards: int):
+    """Fill the form, press Generate, wait until the gallery holds `cards` results; the newest first."""
+    page.fill("#prompt", prompt)
+    page.fill("#steps", str(steps))
+    page.fill("#seed", str(seed))
+    page.click("#generate")
+    page.wait_for_function(f"document.querySelectorAll('.card img').length >= {cards}")
+    card = page.locator(".card").first
+    card.locator("img").evaluate("img => img.decode()")
+    return card
+
+
+def pixels(page, card_index: int) -> list[int]:
+    """A gallery image's RGBA pixels, read back through a canvas."""
+    return page.evaluate("""(k) => {
+        const img = document.querySelectorAll('.card img')[k], c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+        return Array.from(ctx.getImageData(0, 0, c.width, c.height).data);
+    }""", card_index)
+
+
+def right_half(rgba: list[int], size: int = 32) -> list[int]:
+    return [rgba[(y * size + x) * 4 + c] for y in range(size) for x in range(20, size) for c in range(3)]
+
+
+def test_generate_shows_the_image_forming_then_the_result(page):
+    page.evaluate("""() => {
+        const preview = document.getElementById('preview');
+        window.previews = new Set();
+        new MutationObserver(() => window.previews.add(preview.src))
+            .observe(preview, {attributes: true, attributeFilter: ['src']});
+    }""")
+    card = generate(page, "a red circle on a white background", steps=6, seed=1, cards=1)
+    assert page.evaluate("window.previews.size") >= 4  # the preview changed at (nearly) every step
+    assert page.evaluate("[...window.previews].every(s => s.startsWith('data:image/png'))")
+    assert "done" in page.inner_text("#progress")
+    text = card.inner_text()
+    assert "a red circle on a white background" in text and "seed 1" in text and "6 steps dpmpp_2m" in text
+    assert card.locator("img").evaluate("img => img.naturalWidth") == 32
+    link = card.locator("a.download")
+    assert link.get_attribute("href").startswith("blob:") and link.get_attribute("download").endswith(".png")
+    with page.expect_download() as download:
+        link.click()
+    assert Path(download.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paint_a_mask_and_inpaint(page):
+    generate(page, "a blue square on a black background", steps=3, seed=2, cards=1)
+    page.click(".card .edit")
+    page.wait_for_selector("#init-box", state="visible")
+    box = page.locator("#mask-canvas").bounding_box()
+    page.mouse.move(box["x"] + 20, box["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 90, box["y"] + box["height"] - 20, steps=12)  # the left third, top to bottom
+    page.mouse.up()
+    card = generate(page, "a yellow star", steps=3, seed=3, cards=2)
+    assert "inpaint" in card.inner_text()
+    edited, source = pixels(page, 0), pixels(page, 1)
+    assert right_half(edited) == right_half(source)  # unpainted: kept exactly
+    assert edited != source  # painted: repainted
+
+
+def test_upload_goes_image_to_image_and_results_vary(page, tmp_path):
+    upload = tmp_path / "upload.png"
+    Image.new("RGB", (50, 50), (20, 200, 40)).save(upload)  # any size: the page draws it at the chosen size
+    page.set_input_files("#init-file", str(upload))
+    page.wait_for_selector("#init-box", state="visible")
+    card = generate(page, "a green circle", steps=4, seed=4, cards=1)
+    assert "img2img" in card.inner_text() and "strength 0.8" in card.inner_text()
+    card.locator(".vary").click()
+    page.wait_for_function("document.querySelectorAll('.card img').length >= 2")
+    varied = page.locator(".card").first.inner_text()
+    assert "a green circle" in varied and "strength 0.4" in varied and "seed 4" not in varied
+
+
+def test_the_page_asks_for_the_api_key(browser, tiny_model_dir, tmp_path):
+    pipe = Pipeline.load(tiny_model_dir)
+    with live_server(create_app(pipe, output_dir=tmp_path, api_key="s3cret")) as base:
+        page = browser.new_page()
+        page.goto(base)
+        page.wait_for_selector("#key-row", state="visible")  # the config request got a 401
+        assert "API key" in page.inner_text("#error")
+        page.fill("#api-key", "s3cret")
+        page.press("#api-key", "Enter")
+        page.wait_for_selector("#sampler option", state="attached")
+        card = generate(page, "a red circle", steps=2, seed=5, cards=1)  # images come back with the key too
+        assert card.locator("img").evaluate("img => img.naturalWidth") == 32
+        page.close()
