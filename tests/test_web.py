@@ -2,6 +2,7 @@
 generated shows the image forming step by step, then lands in the gallery; a mask painted on the
 canvas inpaints exactly the painted area; uploads go image-to-image; results give variations."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,9 @@ def test_upload_goes_image_to_image_and_results_vary(page, tmp_path):
     card.locator(".vary").click()
     page.wait_for_function("document.querySelectorAll('.card img').length >= 2")
     varied = page.locator(".card").first.inner_text()
-    assert "a green circle" in varied and "strength 0.4" in varied and "seed 4" not in varied
+    # a variation draws a fresh seed (compared whole: a random seed may well start with 4)
+    assert "a green circle" in varied and "strength 0.4" in varied
+    assert re.search(r"seed (\d+)", varied).group(1) != "4"
 
 
 def test_the_page_asks_for_the_api_key(browser, tiny_model_dir, tmp_path):
