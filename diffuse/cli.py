@@ -56,10 +56,21 @@ def _add_train(sub):
                    help="shapes: train on every (shape, colour) pair; by default six pairs are held out for evaluation")
     p.add_argument("--ema-halflife-kimg", type=float, default=2.0,
                    help="EMA half-life in thousands of images (default: 2; longer runs gain from longer)")
+    p.add_argument("--p-mean", type=float, default=_train_default("p_mean"),
+                   help="mean of ln(sigma) of the training noise levels, EDM's log-normal (default: %(default)s)")
+    p.add_argument("--p-std", type=float, default=_train_default("p_std"),
+                   help="standard deviation of ln(sigma) (default: %(default)s)")
+    p.add_argument("--caption-dropout", type=float, default=_train_default("caption_dropout"),
+                   help="share of captions replaced by the empty one, which guidance needs (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.epilog = ("Under torchrun (e.g. torchrun --nproc_per_node=2 -m diffuse train ...) every process trains on its "
                 "own share of each global batch and only rank 0 writes; see docs/scaling.md.")
+
+
+def _train_default(name: str):
+    from .training import TrainConfig
+    return TrainConfig.__dataclass_fields__[name].default
 
 
 def _add_device(p):
@@ -249,7 +260,8 @@ def cmd_train(a) -> None:
                       grad_accum=a.grad_accum, lr=a.lr, minutes=a.minutes, steps=a.steps, seed=a.seed,
                       precision=a.precision, device=a.device, compile=a.compile,
                       preview_every=a.preview_every, checkpoint_every=a.checkpoint_every, data_size=a.data_size,
-                      holdout=not a.all_pairs, ema_halflife_kimg=a.ema_halflife_kimg, resume=a.resume, progress=not a.quiet)
+                      holdout=not a.all_pairs, ema_halflife_kimg=a.ema_halflife_kimg, p_mean=a.p_mean, p_std=a.p_std,
+                      caption_dropout=a.caption_dropout, resume=a.resume, progress=not a.quiet)
     out = train(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"saved {out}")

@@ -81,6 +81,8 @@ class TrainConfig:
             raise DiffuseError(f"image size must be 32 or 64, got {self.image_size}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise DiffuseError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if not self.p_std > 0:
+            raise DiffuseError(f"p_std must be positive, got {self.p_std}")
         if not 0 <= self.caption_dropout < 1:
             raise DiffuseError("caption dropout must be in [0, 1)")
         if self.device not in DEVICES:
@@ -245,7 +247,8 @@ class Trainer:
             "steps": self.step, "images_seen": self.images_seen, "elapsed_s": round(self.elapsed, 1),
             "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum, "world_size": self.world.size,
             "global_batch": self.global_batch, "device": self.device, "lr": self.cfg.lr, "preset": self.cfg.preset,
-            "ema_halflife_kimg": self.cfg.ema_halflife_kimg, "caption_dropout": self.cfg.caption_dropout}}
+            "ema_halflife_kimg": self.cfg.ema_halflife_kimg, "caption_dropout": self.cfg.caption_dropout,
+            "p_mean": self.cfg.p_mean, "p_std": self.cfg.p_std}}
         save_checkpoint(self.out, self.ema, summary, tensors, info)
 
     # -------------------------------------------------------------- logging
