@@ -43,6 +43,9 @@ def _add_train(sub):
                    help="micro-batches per optimizer step in each process: a larger global batch in the same "
                         "memory (default: 1)")
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: 2e-3)")
+    p.add_argument("--lr-schedule", default=_train_default("lr_schedule"), choices=["constant", "cosine"],
+                   help="after the warm-up: constant, or cosine decay to lr/10 at the last of --steps "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="run seed: data order, noise (default: 0)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="autocast: auto = bf16 on CUDA, fp32 on CPU (default: auto)")
@@ -257,7 +260,7 @@ def build_parser() -> Parser:
 def cmd_train(a) -> None:
     from .training import TrainConfig, train
     cfg = TrainConfig(data=a.data, out=a.out, preset=a.preset, image_size=a.size, batch_size=a.batch_size,
-                      grad_accum=a.grad_accum, lr=a.lr, minutes=a.minutes, steps=a.steps, seed=a.seed,
+                      grad_accum=a.grad_accum, lr=a.lr, lr_schedule=a.lr_schedule, minutes=a.minutes, steps=a.steps, seed=a.seed,
                       precision=a.precision, device=a.device, compile=a.compile,
                       preview_every=a.preview_every, checkpoint_every=a.checkpoint_every, data_size=a.data_size,
                       holdout=not a.all_pairs, ema_halflife_kimg=a.ema_halflife_kimg, p_mean=a.p_mean, p_std=a.p_std,

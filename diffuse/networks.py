@@ -27,6 +27,7 @@ class UNetConfig:
     text_width: int = 128                         # width of the text encoder's tokens
     dropout: float = 0.0                          # dropout inside residual blocks
     patch_size: int = 1                           # pixels folded into channels before the first level
+    coords: bool = False                          # two input channels holding each pixel's (x, y) in [-1, 1]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +75,17 @@ def noise_embedding(c_noise: torch.Tensor, dim: int) -> torch.Tensor:
     freqs = torch.exp(-math.log(10000) * torch.arange(half, device=c_noise.device) / half)
     args = (c_noise.float() * 250)[:, None] * freqs[None]  # 250 = 1000 / 4: DDPM's timestep range
     return torch.cat([args.cos(), args.sin()], dim=1)
+
+
+def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
+    """[B, 2, H, W]: each pixel's x and y in [-1, 1] (CoordConv, Liu et al. 2018). Convolutions are
+    translation-equivariant, so without these a small UNet knows where it is only from the zero
+    padding at the borders, and words like "top left" have nothing to attach to."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))
+    return grid.expand(b, 2, h, w)
 
 
 class ResBlock(nn.Module):
@@ -153,7 +165,7 @@ class UNet(nn.Module):
         # Patching (Hoogeboom et al. 2023, "simple diffusion", sec. 3.3): fold p x p pixels into
         # channels so the first level runs at 1/p the resolution, p^2 times cheaper.
         p2 = cfg.patch_size ** 2
-        self.conv_in = nn.Conv2d(cfg.in_channels * p2, ch, 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.in_channels * p2 + 2 * cfg.coords, ch, 3, padding=1)
 
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skips, cur, res = [ch], ch, cfg.image_size // cfg.patch_size
@@ -192,7 +204,10 @@ class UNet(nn.Module):
         if cond is not None:
             emb = emb + self.text_emb(cond.pooled.to(x.dtype))
         emb = F.silu(emb)
-        h = self.conv_in(F.pixel_unshuffle(x, self.cfg.patch_size))
+        h = F.pixel_unshuffle(x, self.cfg.patch_size)
+        if self.cfg.coords:
+            h = torch.cat([h, coordinate_channels(h)], dim=1)
+        h = self.conv_in(h)
         skips = [h]
         for blocks, down in zip(self.down, self.downsample):
             for block in blocks:

@@ -35,6 +35,21 @@ from .model import TextToImageModel
 from .networks import preset
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(step: int, peak: float, warmup: int, schedule: str = "constant", total: int | None = None) -> float:
+    """The rate of optimizer step `step` (0-based): a linear warm-up, then either the peak rate
+    throughout or a cosine decay from the peak to a tenth of it at the last step (Loshchilov &
+    Hutter 2017, SGDR; the floor of lr/10 is nanoGPT's, after Chinchilla)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if schedule == "constant" or total is None or total <= warmup + 1:
+        return peak
+    progress = min(1.0, (step - warmup) / (total - 1 - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 @dataclass
 class TrainConfig:
     data: str                          # "shapes", "digits" or an image folder
@@ -46,6 +61,7 @@ class TrainConfig:
     lr: float = 2e-3                   # AdamW peak learning rate
     weight_decay: float = 0.0
     warmup_steps: int = 50             # linear learning-rate warm-up
+    lr_schedule: str = "constant"      # constant | cosine (to lr/10 at the last step; needs steps)
     minutes: float | None = None       # wall-clock budget of this invocation
     steps: int | None = None           # total optimizer steps of the run (counts resumed steps)
     ema_halflife_kimg: float = 2.0     # EMA half-life in thousands of images (EDM's ema_halflife_kimg)
@@ -81,6 +97,10 @@ class TrainConfig:
             raise DiffuseError(f"image size must be 32 or 64, got {self.image_size}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise DiffuseError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise DiffuseError(f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine" and self.steps is None:
+            raise DiffuseError("the cosine lr schedule needs --steps (it decays over the whole run)")
         if not self.p_std > 0:
             raise DiffuseError(f"p_std must be positive, got {self.p_std}")
         if not 0 <= self.caption_dropout < 1:
@@ -248,7 +268,7 @@ class Trainer:
             "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum, "world_size": self.world.size,
             "global_batch": self.global_batch, "device": self.device, "lr": self.cfg.lr, "preset": self.cfg.preset,
             "ema_halflife_kimg": self.cfg.ema_halflife_kimg, "caption_dropout": self.cfg.caption_dropout,
-            "p_mean": self.cfg.p_mean, "p_std": self.cfg.p_std}}
+            "lr_schedule": self.cfg.lr_schedule, "p_mean": self.cfg.p_mean, "p_std": self.cfg.p_std}}
         save_checkpoint(self.out, self.ema, summary, tensors, info)
 
     # -------------------------------------------------------------- logging
@@ -302,7 +322,7 @@ class Trainer:
         """One optimizer step on one global batch; returns this process's mean loss."""
         cfg = self.cfg
         idx, drop, sigma, noise = self.draw_global_batch()
-        lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
+        lr = learning_rate(self.step, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.steps)
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)

@@ -46,3 +46,32 @@ def test_patching_folds_pixels_into_channels_and_back():
     assert cfg.stride == 4
     x = torch.randn(2, 3, 32, 32)
     assert model(x, torch.tensor([0.5, 3.0]), model.encode(["a", "b"])).shape == x.shape
+
+
+def test_coordinate_channels_give_each_pixel_its_position():
+    from diffuse.networks import coordinate_channels
+    grid = coordinate_channels(torch.zeros(2, 3, 4, 8))
+    assert grid.shape == (2, 2, 4, 8)
+    assert grid[0, :, 0, 0].tolist() == [-1.0, -1.0]       # top left: x = -1, y = -1
+    assert grid[1, :, 0, -1].tolist() == [1.0, -1.0]       # top right: x runs along the width
+    assert grid[0, :, -1, 0].tolist() == [-1.0, 1.0]       # bottom left: y runs down the height
+
+
+def test_coords_enter_the_first_convolution_as_two_more_channels():
+    from dataclasses import replace
+    torch.manual_seed(0)
+    plain = TextToImageModel.create(preset("tiny"), ["a red circle"])
+    for p in plain.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    coords = TextToImageModel.create(replace(preset("tiny"), coords=True), ["a red circle"])
+    w = coords.denoiser.net.conv_in.weight
+    assert w.shape[1] == plain.denoiser.net.conv_in.weight.shape[1] + 2
+    state = plain.state_dict()
+    state["denoiser.net.conv_in.weight"] = torch.cat([state["denoiser.net.conv_in.weight"], torch.zeros_like(w[:, :2])], dim=1)
+    coords.load_state_dict(state)
+    x, sigma, cond = torch.randn(1, 3, 32, 32), torch.tensor([1.0]), plain.encode(["a red circle"])
+    # with zero weights on the coordinates the two networks are the same function ...
+    assert torch.allclose(coords(x, sigma, cond), plain(x, sigma, cond), atol=1e-6)
+    # ... and the coordinates, once weighted, tell the network where each pixel is
+    coords.denoiser.net.conv_in.weight.data[:, -2:] = torch.randn_like(w[:, :2]) * 0.05
+    assert (coords(x, sigma, cond) - plain(x, sigma, cond)).abs().max() > 1e-3

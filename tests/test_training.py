@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from diffuse.denoiser import EDMLoss
 from diffuse.errors import DiffuseError
 from diffuse.pipeline import GenerateRequest, Pipeline
-from diffuse.training import Trainer, batch_indices, ema_beta
+from diffuse.training import Trainer, batch_indices, ema_beta, learning_rate
 from tests.conftest import tiny_config
 
 
@@ -80,9 +80,20 @@ def test_ema_beta_follows_the_half_life():
     assert ema_beta(32, 320, 2.0, 0.1) < ema_beta(32, 10 ** 6, 2.0, 0.1)  # ramp-up early
 
 
+def test_learning_rate_warms_up_then_follows_the_schedule():
+    rates = [learning_rate(s, 1.0, 10, "cosine", 111) for s in range(111)]
+    assert rates[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert rates[10] == pytest.approx(1.0) and rates[-1] == pytest.approx(0.1)
+    assert rates[60] == pytest.approx(0.55)  # half way down the cosine: 0.1 + 0.9 / 2
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert [learning_rate(s, 1.0, 10, "constant", 110) for s in (10, 109)] == [1.0, 1.0]
+
+
 @pytest.mark.parametrize("kw,message", [({"steps": None}, "budget"), ({"steps": 0}, "steps"),
                                         ({"batch_size": 0}, "batch_size"), ({"lr": -1.0}, "learning rate"),
-                                        ({"image_size": 48}, "image size")])
+                                        ({"image_size": 48}, "image size"), ({"lr_schedule": "step"}, "lr schedule"),
+                                        ({"lr_schedule": "cosine", "steps": None, "minutes": 1.0}, "needs --steps"),
+                                        ({"p_std": 0.0}, "p_std")])
 def test_bad_training_config(tmp_path, kw, message):
     with pytest.raises(DiffuseError, match=message):
         tiny_config(tmp_path, **kw)
