@@ -30,10 +30,10 @@ def test_train_generate_info(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = run(["train", "--data", "shapes", "--out", out, "--preset", "tiny", "--steps", 3,
                            "--batch-size", 4, "--data-size", 64, "--preview-every", 0, "--quiet",
-                           "--p-mean", -0.4, "--p-std", 1.4, "--caption-dropout", 0.2], capsys)
+                           "--p-mean", -0.8, "--p-std", 1.4, "--caption-dropout", 0.2], capsys)
     assert code == 0 and (out / "model.safetensors").exists()
     recipe = json.loads((out / "config.json").read_text())["training"]
-    assert (recipe["p_mean"], recipe["p_std"], recipe["caption_dropout"]) == (-0.4, 1.4, 0.2)
+    assert (recipe["p_mean"], recipe["p_std"], recipe["caption_dropout"]) == (-0.8, 1.4, 0.2)
     code, stdout, _ = run(["generate", "a red circle", "--model", out, "-n", 3, "--seed", 5, "--steps", 3,
                            "--sampler", "heun", "--out", tmp_path / "imgs", "--grid"], capsys)
     assert code == 0
