@@ -30,6 +30,8 @@ from .samplers import SAMPLERS, STOCHASTIC, SeededNoise, Step, get_sampler
 from .schedules import SCHEDULES, SIGMA_MAX, SIGMA_MIN, get_sigmas
 
 MAX_IMAGES, MAX_STEPS = 64, 1000
+# What the requests of one `Pipeline.sample_batch` must share (the rest is per image).
+BATCH_SETTINGS = ("steps", "sampler", "guidance", "schedule", "eta", "width", "height")
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,34 @@ class Pipeline:
         extra = {"eta": request.eta} if request.eta is not None and request.sampler in STOCHASTIC else {}
         x = get_sampler(request.sampler)(denoiser, x, sigmas, cond, noise=noise, callback=callback, **extra)
         return composite(x, init, mask) if mask is not None else x
+
+    @torch.no_grad()
+    def sample_batch(self, requests: list[GenerateRequest]) -> torch.Tensor:
+        """Text-to-image for several requests in one batch of network passes: [sum of n, 3, H, W]
+        in request order. Each image depends only on its own prompt and seed (SeededNoise), so
+        this gives what sampling the requests one by one gives, in fewer and larger passes (the
+        evaluator samples its 108 prompts in 4 batches instead of 108). The requests
+        may differ in prompt, negative prompt, n and seed; every other setting must agree."""
+        if not requests:
+            raise RequestError("sample_batch() needs at least one request")
+        first = requests[0]
+        for r in requests:
+            if r.seed is None:
+                raise RequestError("sample_batch() needs a seed in every request")
+            if r.init_image is not None or (r.variation_seed is not None and r.variation_strength > 0):
+                raise RequestError("sample_batch() makes text-to-image only: sample() the others one by one")
+            if any(getattr(r, k) != getattr(first, k) for k in BATCH_SETTINGS):
+                raise RequestError(f"requests in one batch must agree on {', '.join(BATCH_SETTINGS)}")
+        self.check(first)
+        w, h = first.size(self.model.image_size)
+        sigmas = get_sigmas(first.schedule, first.steps, SIGMA_MIN, SIGMA_MAX).to(self.device)
+        noise = SeededNoise([s for r in requests for s in r.seeds], (3, h, w), self.device)
+        x = noised_start(None, sigmas, noise())
+        cond = self.model.encode([r.prompt for r in requests for _ in range(r.n)])
+        uncond = self.model.encode([r.negative_prompt for r in requests for _ in range(r.n)])
+        denoiser = CFGDenoiser(self.model, uncond, first.guidance)
+        extra = {"eta": first.eta} if first.eta is not None and first.sampler in STOCHASTIC else {}
+        return get_sampler(first.sampler)(denoiser, x, sigmas, cond, noise=noise, **extra)
 
     def generate(self, request: GenerateRequest, callback: Callable[[Step], None] | None = None) -> list[Image.Image]:
         """PIL images, each with its parameters in `image.info` (written by `save_png`)."""

@@ -22,6 +22,27 @@ def test_seeds_are_batch_independent(pipe, sampler):
     assert not torch.allclose(batch[0], batch[1], atol=1e-2)  # different seeds, different images
 
 
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "euler_ancestral"])
+def test_sample_batch_equals_one_request_at_a_time(pipe, sampler):
+    kw = dict(steps=5, sampler=sampler, guidance=2.5)
+    requests = [GenerateRequest("a blue star", n=2, seed=10, **kw),
+                GenerateRequest("a red circle on a white background", n=1, seed=99, negative_prompt="green", **kw),
+                GenerateRequest("", n=2, seed=5, **kw)]
+    together = pipe.sample_batch(requests)
+    alone = torch.cat([pipe.sample(r) for r in requests])
+    assert together.shape == (5, 3, 32, 32)
+    assert torch.allclose(together, alone, atol=1e-4)
+
+
+def test_sample_batch_refuses_mixed_settings_and_edits(pipe):
+    with pytest.raises(RequestError, match="must agree"):
+        pipe.sample_batch([GenerateRequest("a", seed=1, steps=4), GenerateRequest("b", seed=2, steps=5)])
+    with pytest.raises(RequestError, match="text-to-image only"):
+        pipe.sample_batch([GenerateRequest("a", seed=1, init_image=Image.new("RGB", (32, 32)))])
+    with pytest.raises(RequestError, match="needs a seed"):
+        pipe.sample_batch([GenerateRequest("a")])
+
+
 def test_generate_returns_images_with_parameters(pipe, tmp_path):
     images = pipe("a red circle", n=2, seed=3, steps=4, negative_prompt="green")
     assert [im.size for im in images] == [(32, 32)] * 2
