@@ -76,6 +76,11 @@ def _train_default(name: str):
     return TrainConfig.__dataclass_fields__[name].default
 
 
+def _request_default(name: str):
+    from .pipeline import GenerateRequest
+    return GenerateRequest.__dataclass_fields__[name].default
+
+
 def _add_device(p):
     p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help="auto = cuda when a GPU is visible, else cpu; under torchrun each process takes the GPU "
@@ -100,7 +105,8 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
     p.add_argument("--sampler", default="dpmpp_2m", choices=list(SAMPLERS), help="default: dpmpp_2m")
     p.add_argument("--schedule", default="karras", choices=list(SCHEDULES), help="sigma schedule (default: karras)")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale; 1 = off (default: 3)")
+    p.add_argument("--guidance", type=float, default=_request_default("guidance"),
+                   help="classifier-free guidance scale; 1 = off (default: %(default)s)")
     p.add_argument("--eta", type=float, help="noise for ddim (default 0) and euler_ancestral (default 1)")
     p.add_argument("--width", type=int, help="default: the input image's or the model's size")
     p.add_argument("--height", type=int, help="default: the input image's or the model's size")
@@ -219,7 +225,8 @@ def _add_eval(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the first prompt's images (default: 0)")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
     p.add_argument("--sampler", default="dpmpp_2m", choices=list(SAMPLERS), help="(default: dpmpp_2m)")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default: 3)")
+    p.add_argument("--guidance", type=float, default=_request_default("guidance"),
+                   help="classifier-free guidance scale (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH ('-' for stdout only)")
 
 

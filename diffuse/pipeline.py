@@ -42,7 +42,8 @@ class GenerateRequest:
     seed: int | None = None          # None: a random seed, recorded in every image
     steps: int = 20                  # sampler steps (Heun spends two evaluations per step)
     sampler: str = "dpmpp_2m"        # one of samplers.SAMPLERS
-    guidance: float = 3.0            # classifier-free guidance scale; 1 = off, 0 = unconditional
+    guidance: float = 2.0            # classifier-free guidance scale; 1 = off, 0 = unconditional (2: see
+                                     # benchmarks/RESULTS.md, steps and guidance against quality)
     schedule: str = "karras"         # one of schedules.SCHEDULES
     eta: float | None = None         # noise of the ddim / euler_ancestral samplers (their default if None)
     width: int | None = None         # None: the init image's size, else the model's training size

@@ -49,7 +49,7 @@ def test_generate_returns_images_with_parameters(pipe, tmp_path):
     path = save_png(images[1], tmp_path / "x.png")
     meta = json.loads(Image.open(path).text["diffuse"])
     assert meta["seed"] == 4 and meta["prompt"] == "a red circle" and meta["negative_prompt"] == "green"
-    assert meta["sampler"] == "dpmpp_2m" and meta["steps"] == 4 and meta["guidance"] == 3.0
+    assert meta["sampler"] == "dpmpp_2m" and meta["steps"] == 4 and meta["guidance"] == 2.0
     assert meta["model_hash"] == pipe.model_hash[:12]
     assert "Seed: 4" in Image.open(path).text["parameters"]
 
