@@ -17,7 +17,7 @@ import random
 import torch
 
 from diffuse import Pipeline
-from diffuse.data import COLORS, SHAPES, pil_to_tensor, render_shape, shape_specs
+from diffuse.data import COLORS, HELD_OUT, SHAPES, draw_shape, pil_to_tensor, render_shape, shape_specs
 from diffuse.evaluation import load_reader, read
 
 VALUES = {"shape": list(SHAPES), "color": list(COLORS)}
@@ -27,7 +27,7 @@ def probe_set(attribute: str, n: int, seed: int = 0):
     """n real images cycling through the attribute's values, with their captions and a caption
     that names another value (each other value equally often)."""
     rng, specs, values = random.Random(seed), shape_specs(), VALUES[attribute]
-    images, right, wrong, truth, named = [], [], [], [], []
+    images, right, wrong, truth, named, fixed = [], [], [], [], [], []
     for i in range(n):
         v = values[i % len(values)]
         spec = rng.choice([s for s in specs if getattr(s, attribute) == v])
@@ -38,7 +38,46 @@ def probe_set(attribute: str, n: int, seed: int = 0):
         wrong.append(spec.caption(caption.replace("{%s}" % attribute, other)))
         truth.append(values.index(v))
         named.append(values.index(other))
-    return torch.stack(images), right, wrong, torch.tensor(truth), torch.tensor(named)
+        fixed.append((attributes(spec), attributes(spec, attribute, other)))
+    return torch.stack(images), right, wrong, torch.tensor(truth), torch.tensor(named), fixed
+
+
+class IdealDenoiser:
+    """The exact denoiser of the training set (`--ideal`): for Gaussian noise around a finite set of
+    images, E[x0 | x, sigma, caption] is the softmax(-|x - x_i|^2 / 2 sigma^2)-weighted mean of the
+    training images x_i whose attributes the caption names (position is never named, so it stays
+    free). What it gains from a word is the most any trained network could gain from it."""
+
+    def __init__(self, n: int = 20000, seed: int = 0):
+        drawn = [draw_shape(i, 32, seed, HELD_OUT) for i in range(n)]
+        self.images = torch.stack([pil_to_tensor(img) for img, _, _ in drawn]).flatten(1)
+        self.specs = [spec for _, _, spec in drawn]
+        self.pools: dict[tuple, list[int]] = {}
+
+    def pool(self, fixed: dict) -> list[int]:
+        key = tuple(sorted(fixed.items()))
+        if key not in self.pools:
+            self.pools[key] = [i for i, s in enumerate(self.specs) if all(getattr(s, a) == v for a, v in fixed.items())]
+        return self.pools[key]
+
+    def __call__(self, x: torch.Tensor, sigma: float, captions: list) -> torch.Tensor:
+        out = torch.empty_like(x)
+        for k, fixed in enumerate(captions):  # fixed: attribute -> value, {} for the empty prompt
+            pool = self.pool(fixed)
+            if not pool:  # a held-out pair: no training image has it
+                out[k] = float("nan")
+                continue
+            xs = self.images[pool]
+            logits = -torch.cdist(x[k].flatten()[None].double(), xs.double())[0] ** 2 / (2 * sigma ** 2)
+            out[k] = (torch.softmax(logits, 0).float() @ xs).view_as(x[k])
+        return out
+
+
+def attributes(spec, attribute: str | None = None, value: str | None = None) -> dict:
+    fixed = {a: getattr(spec, a) for a in ("shape", "color", "size", "background")}
+    if attribute:
+        fixed[attribute] = value
+    return fixed
 
 
 @torch.no_grad()
@@ -47,22 +86,36 @@ def main():
     ap.add_argument("--model", help="checkpoint trained on shapes (default: the bundled model)")
     ap.add_argument("--images", type=int, default=120)
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.6, 1.0, 1.5, 2.0, 3.0])
+    ap.add_argument("--ideal", action="store_true",
+                    help="probe the exact denoiser of the bundled model's training set instead of a network "
+                         "(images whose right or wrong caption names a held-out pair are left out)")
     a = ap.parse_args()
-    pipe = Pipeline.load(a.model)
-    model = pipe.model
-    reader, _ = load_reader("shapes", model.image_size)
-    print(f"model {pipe.name} ({pipe.model_hash[:12]}), {a.images} real images per attribute, one denoiser pass")
+    reader, _ = load_reader("shapes", 32)
+    if a.ideal:
+        ideal = IdealDenoiser()
+        print(f"the ideal denoiser of shapes (20,000 images, seed 0, held-out pairs left out), {a.images} real "
+              "images per attribute")
+    else:
+        pipe = Pipeline.load(a.model)
+        model = pipe.model
+        print(f"model {pipe.name} ({pipe.model_hash[:12]}), {a.images} real images per attribute, one denoiser pass")
     print("| attribute | sigma | read true, right prompt | read true, wrong prompt | read the wrong prompt's value "
           "| read true, empty prompt |")
     print("| --- | --- | --- | --- | --- | --- |")
     for attribute in VALUES:
-        x0, right, wrong, truth, named = probe_set(attribute, a.images)
-        conds = {k: model.encode(c) for k, c in (("right", right), ("wrong", wrong), ("empty", [""] * len(right)))}
+        x0, right, wrong, truth, named, fixed = probe_set(attribute, a.images)
+        if a.ideal:
+            conds = {"right": [f[0] for f in fixed], "wrong": [f[1] for f in fixed], "empty": [{}] * len(fixed)}
+            denoise = lambda x, sigma, c: ideal(x, sigma, c)
+        else:
+            conds = {k: model.encode(c) for k, c in (("right", right), ("wrong", wrong), ("empty", [""] * len(right)))}
+            denoise = lambda x, sigma, c: model(x, torch.full((len(x),), sigma), c)
         for sigma in a.sigmas:
             noisy = x0 + torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)) * sigma
-            s = torch.full((len(x0),), sigma)
-            got = {k: read(reader, model(noisy, s, c).clamp(-1, 1))[attribute] for k, c in conds.items()}
-            rate = lambda k, target: (got[k] == target).float().mean().item()
+            outs = {k: denoise(noisy, sigma, c) for k, c in conds.items()}
+            keep = torch.stack([o.flatten(1).isfinite().all(1) for o in outs.values()]).all(0)
+            got = {k: read(reader, o[keep].clamp(-1, 1))[attribute] for k, o in outs.items()}
+            rate = lambda k, target: (got[k] == target[keep]).float().mean().item()
             print(f"| {attribute} | {sigma:g} | {rate('right', truth):.0%} | {rate('wrong', truth):.0%} | "
                   f"{rate('wrong', named):.0%} | {rate('empty', truth):.0%} |", flush=True)
 
