@@ -50,7 +50,7 @@ class IdealDenoiser:
 
     def __init__(self, n: int = 20000, seed: int = 0):
         drawn = [draw_shape(i, 32, seed, HELD_OUT) for i in range(n)]
-        self.images = torch.stack([pil_to_tensor(img) for img, _, _ in drawn]).flatten(1)
+        self.images = torch.stack([pil_to_tensor(img) for img, _, _ in drawn]).flatten(1).double()
         self.specs = [spec for _, _, spec in drawn]
         self.pools: dict[tuple, list[int]] = {}
 
@@ -62,14 +62,14 @@ class IdealDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: float, captions: list) -> torch.Tensor:
         out = torch.empty_like(x)
+        # Squared distances to every training image, once for the batch (one matrix product).
+        logits = -torch.cdist(x.flatten(1).double(), self.images) ** 2 / (2 * sigma ** 2)
         for k, fixed in enumerate(captions):  # fixed: attribute -> value, {} for the empty prompt
             pool = self.pool(fixed)
             if not pool:  # a held-out pair: no training image has it
                 out[k] = float("nan")
                 continue
-            xs = self.images[pool]
-            logits = -torch.cdist(x[k].flatten()[None].double(), xs.double())[0] ** 2 / (2 * sigma ** 2)
-            out[k] = (torch.softmax(logits, 0).float() @ xs).view_as(x[k])
+            out[k] = (torch.softmax(logits[k, pool], 0) @ self.images[pool]).view_as(x[k]).float()
         return out
 
 
@@ -106,7 +106,7 @@ def main():
         x0, right, wrong, truth, named, fixed = probe_set(attribute, a.images)
         if a.ideal:
             conds = {"right": [f[0] for f in fixed], "wrong": [f[1] for f in fixed], "empty": [{}] * len(fixed)}
-            denoise = lambda x, sigma, c: ideal(x, sigma, c)
+            denoise = ideal
         else:
             conds = {k: model.encode(c) for k, c in (("right", right), ("wrong", wrong), ("empty", [""] * len(right)))}
             denoise = lambda x, sigma, c: model(x, torch.full((len(x),), sigma), c)

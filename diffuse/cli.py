@@ -102,9 +102,11 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
     else:
         p.set_defaults(num=1)
     p.add_argument("--seed", type=int, help="seed of the first image; image k uses seed+k (default: random)")
-    p.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
-    p.add_argument("--sampler", default="dpmpp_2m", choices=list(SAMPLERS), help="default: dpmpp_2m")
-    p.add_argument("--schedule", default="karras", choices=list(SCHEDULES), help="sigma schedule (default: karras)")
+    p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
+    p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
+                   help="default: %(default)s")
+    p.add_argument("--schedule", default=_request_default("schedule"), choices=list(SCHEDULES),
+                   help="sigma schedule (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale; 1 = off (default: %(default)s)")
     p.add_argument("--eta", type=float, help="noise for ddim (default 0) and euler_ancestral (default 1)")
@@ -223,8 +225,9 @@ def _add_eval(sub):
     p.add_argument("model", nargs="?", help="checkpoint directory (default: the bundled shapes model)")
     p.add_argument("--per-prompt", type=int, default=2, help="images per prompt (default: 2; at least 2 for diversity)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first prompt's images (default: 0)")
-    p.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
-    p.add_argument("--sampler", default="dpmpp_2m", choices=list(SAMPLERS), help="(default: dpmpp_2m)")
+    p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
+    p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
+                   help="(default: %(default)s)")
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH ('-' for stdout only)")

@@ -170,14 +170,23 @@ class Pipeline:
             other = SeededNoise([request.variation_seed + k for k in range(request.n)], (3, h, w), self.device)
             start = slerp(start, other(), request.variation_strength)
         x = noised_start(init if request.effective_strength < 1 else None, sigmas, start)
-        cond = self.model.encode([request.prompt] * request.n)
-        uncond = self.model.encode([request.negative_prompt] * request.n)
-        denoiser = CFGDenoiser(self.model, uncond, request.guidance)
-        if mask is not None:
-            denoiser = InpaintDenoiser(denoiser, init, mask, noise)
-        extra = {"eta": request.eta} if request.eta is not None and request.sampler in STOCHASTIC else {}
-        x = get_sampler(request.sampler)(denoiser, x, sigmas, cond, noise=noise, callback=callback, **extra)
+        x = self._reverse(request, x, sigmas, noise, [request.prompt] * request.n,
+                          [request.negative_prompt] * request.n, callback,
+                          inpaint=(init, mask, noise) if mask is not None else None)
         return composite(x, init, mask) if mask is not None else x
+
+    def _reverse(self, settings: GenerateRequest, x: torch.Tensor, sigmas: torch.Tensor, noise: SeededNoise,
+                 prompts: list[str], negative_prompts: list[str], callback: Callable[[Step], None] | None = None,
+                 inpaint: tuple | None = None) -> torch.Tensor:
+        """The reverse process that sample() and sample_batch() share: guidance on the model (one
+        prompt and negative prompt per image of x), wrapped for inpainting when `inpaint` holds
+        (init, mask, noise), run by the settings' sampler over `sigmas`."""
+        denoiser = CFGDenoiser(self.model, self.model.encode(negative_prompts), settings.guidance)
+        if inpaint is not None:
+            denoiser = InpaintDenoiser(denoiser, *inpaint)
+        extra = {"eta": settings.eta} if settings.eta is not None and settings.sampler in STOCHASTIC else {}
+        return get_sampler(settings.sampler)(denoiser, x, sigmas, self.model.encode(prompts), noise=noise,
+                                             callback=callback, **extra)
 
     @torch.no_grad()
     def sample_batch(self, requests: list[GenerateRequest]) -> torch.Tensor:
@@ -200,12 +209,9 @@ class Pipeline:
         w, h = first.size(self.model.image_size)
         sigmas = get_sigmas(first.schedule, first.steps, SIGMA_MIN, SIGMA_MAX).to(self.device)
         noise = SeededNoise([s for r in requests for s in r.seeds], (3, h, w), self.device)
-        x = noised_start(None, sigmas, noise())
-        cond = self.model.encode([r.prompt for r in requests for _ in range(r.n)])
-        uncond = self.model.encode([r.negative_prompt for r in requests for _ in range(r.n)])
-        denoiser = CFGDenoiser(self.model, uncond, first.guidance)
-        extra = {"eta": first.eta} if first.eta is not None and first.sampler in STOCHASTIC else {}
-        return get_sampler(first.sampler)(denoiser, x, sigmas, cond, noise=noise, **extra)
+        return self._reverse(first, noised_start(None, sigmas, noise()), sigmas, noise,
+                             [r.prompt for r in requests for _ in range(r.n)],
+                             [r.negative_prompt for r in requests for _ in range(r.n)])
 
     def generate(self, request: GenerateRequest, callback: Callable[[Step], None] | None = None) -> list[Image.Image]:
         """PIL images, each with its parameters in `image.info` (written by `save_png`)."""
