@@ -4,7 +4,8 @@
 
 Each candidate trains from scratch on `shapes` (held-out pairs left out, as by default) for the
 same wall clock, one at a time (the two cores are shared), then draws 2 images for each of the
-evaluator's 108 prompts with the default sampler (20 steps DPM-Solver++(2M), guidance 3).
+evaluator's 108 prompts with 20 steps of DPM-Solver++(2M) at --guidance (default 3, the scale of
+the recipe rows in RESULTS.md; the preset rows ran at 2, `diffuse generate`'s default since).
 Finished candidates are kept in OUT/results.json, so a stopped sweep continues where it was.
 """
 
@@ -34,20 +35,22 @@ CANDIDATES = {
     "pmean-0.4-coords-cosine": dict(p_mean=-0.4, preset="small-coords", lr_schedule="cosine", steps=1100),
     "lr4e-3": dict(lr=4e-3),
     "b32-lr4e-3": dict(batch_size=32, lr=4e-3),
+    "small": dict(),  # the defaults of `diffuse train`, for a preset comparison at equal time
     "tiny": dict(preset="tiny"),
+    "medium": dict(preset="medium"),
 }
 
 ATTRS = ("shape", "color", "background", "size")
 
 
-def run(name: str, minutes: float, out: Path, per_prompt: int) -> dict:
+def run(name: str, minutes: float, out: Path, per_prompt: int, guidance: float) -> dict:
     overrides = CANDIDATES[name]
     budget = {} if "steps" in overrides else {"minutes": minutes}  # a candidate with steps runs to them
     cfg = TrainConfig(data="shapes", out=str(out / name), progress=False, preview_every=0, checkpoint_every=0,
                       **budget, **overrides)
     Trainer(cfg).run()
     pipe = Pipeline.load(out / name)
-    r = evaluate_images(lambda prompts, n, seed: sample_diffuse(pipe, prompts, n, seed), per_prompt)
+    r = evaluate_images(lambda prompts, n, seed: sample_diffuse(pipe, prompts, n, seed, guidance), per_prompt)
     seen, held = r["match"]["seen"], r["match"]["held-out"]
     return {"candidate": name, "overrides": CANDIDATES[name], "minutes": minutes,
             "steps": pipe.config["training"]["steps"], **{a: seen[a] for a in ATTRS}, "all": seen["all"],
@@ -67,6 +70,7 @@ def main():
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     ap.add_argument("--out", default="runs/recipe_quality")
     ap.add_argument("--per-prompt", type=int, default=2)
+    ap.add_argument("--guidance", type=float, default=3.0)
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +85,7 @@ def main():
     for name in a.candidates:
         if (name, a.minutes) in done:
             continue
-        results.append(run(name, a.minutes, out, a.per_prompt))
+        results.append(run(name, a.minutes, out, a.per_prompt, a.guidance))
         results_file.write_text(json.dumps(results, indent=2) + "\n")
         print(row(results[-1]), flush=True)
 

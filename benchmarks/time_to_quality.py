@@ -8,7 +8,7 @@ scored by `diffuse eval`'s reader after each cumulative budget (5, then 5 more, 
 minutes of wall clock, data drawing included; evaluation time not counted).
 
 - diffuse: the defaults of `diffuse train` (small preset, EDM preconditioning and loss, EMA),
-  sampled with the defaults of `diffuse generate` (20 steps DPM-Solver++(2M), guidance 3).
+  sampled with 20 steps of DPM-Solver++(2M) at guidance 3, as the diffusers side.
 - diffusers: `UNet2DConditionModel` of about the same FLOPs per image (printed), DDPMScheduler
   with epsilon prediction (Stable Diffusion's scaled-linear betas, as `train_text_to_image.py`
   loads them), diffuse's own text encoder (its tokens are the cross-attention states), the
@@ -58,9 +58,12 @@ def run_diffuse(out: Path, budgets: list[float], per_prompt: int) -> list[dict]:
     return rows
 
 
-def sample_diffuse(pipe: Pipeline, prompts: list[str], n: int, seed: int) -> torch.Tensor:
+def sample_diffuse(pipe: Pipeline, prompts: list[str], n: int, seed: int, guidance: float = 3.0) -> torch.Tensor:
+    """20 steps of dpmpp_2m; guidance 3 as the diffusers side (and the tables in RESULTS.md), pinned
+    here because `diffuse generate`'s default has since become 2."""
     from diffuse.pipeline import GenerateRequest
-    return torch.cat([pipe.sample(GenerateRequest(prompt=p, n=n, seed=seed + 1000 * i)) for i, p in enumerate(prompts)])
+    return torch.cat([pipe.sample(GenerateRequest(prompt=p, n=n, seed=seed + 1000 * i, guidance=guidance))
+                      for i, p in enumerate(prompts)])
 
 
 # ----------------------------------------------------------------------------- diffusers
