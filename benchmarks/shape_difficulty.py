@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from diffuse.data import POSITIONS, SHAPES, SIZES, ShapeSpec, pil_to_tensor, render_shape
-from diffuse.evaluation import load_reader, read
+from diffuse.evaluation import Reader, load_reader, read
 from diffuse.pipeline import GenerateRequest, Pipeline
 from diffuse.training import TrainConfig, Trainer
 
@@ -50,9 +50,8 @@ def write_folder(folder: Path, placed: bool, template: str, n: int, seed: int = 
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def shape_match(pipe: Pipeline, prompt: str, per_shape: int = 16) -> float:
+def shape_match(pipe: Pipeline, reader: Reader, prompt: str, per_shape: int = 16) -> float:
     """Share of images the reader reads as the shape the prompt names."""
-    reader, _ = load_reader("shapes", 32)
     hits = 0
     for k, shape in enumerate(SHAPES):
         images = pipe.generate(GenerateRequest(prompt=prompt.format(shape=shape), n=per_shape, seed=1))
@@ -71,6 +70,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    reader, _ = load_reader("shapes", 32)
     for name in args.variants:
         key = f"{name}@{args.steps}"
         if key not in results:
@@ -82,7 +82,7 @@ def main() -> None:
             Trainer(TrainConfig(data=str(data), out=str(run), steps=args.steps, preview_every=0,
                                 checkpoint_every=0, progress=False, resume=(run / "config.json").exists())).run()
             pipe = Pipeline.load(run)
-            results[key] = {p: shape_match(pipe, p) for p in prompts}
+            results[key] = {p: shape_match(pipe, reader, p) for p in prompts}
             results_path.write_text(json.dumps(results, indent=1))
         for prompt, rate in results[key].items():
             print(f"| {name} | {args.steps} | {prompt} | {rate:.0%} |", flush=True)
