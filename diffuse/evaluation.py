@@ -269,6 +269,13 @@ def match_rates(pred: dict[str, torch.Tensor], targets: list[dict[str, int]], sc
     return out
 
 
+def confusion_matrix(read_as: torch.Tensor, asked: torch.Tensor, classes: int) -> list[list[int]]:
+    """counts[a][r]: images whose prompt asked for class a that the reader read as class r. The
+    match rate says how often a model fails; this says into what (one wrong class or all of them)."""
+    counts = torch.bincount(asked.long() * classes + read_as.long(), minlength=classes * classes)
+    return counts.reshape(classes, classes).tolist()
+
+
 def score(reader: Reader, task: Task, generated: torch.Tensor, prompts: list[EvalPrompt], per_prompt: int,
           size: int, seed: int = 0) -> dict:
     """All figures for `generated`: [len(prompts) * per_prompt, 3, H, W] in prompt order."""
@@ -276,7 +283,8 @@ def score(reader: Reader, task: Task, generated: torch.Tensor, prompts: list[Eva
     group_of = [p.group for p in prompts for _ in range(per_prompt)]
     prompt_id = torch.arange(len(prompts)).repeat_interleave(per_prompt)
     pred = read(reader, generated)
-    result = {"images": len(generated), "prompts": len(prompts), "per_prompt": per_prompt, "match": {}}
+    result = {"task": task.name, "images": len(generated), "prompts": len(prompts), "per_prompt": per_prompt,
+              "match": {}}
     for group in ("seen", "held-out"):
         sel = [i for i, g in enumerate(group_of) if g == group]
         if sel:
@@ -291,6 +299,8 @@ def score(reader: Reader, task: Task, generated: torch.Tensor, prompts: list[Eva
     if per_prompt > 1:
         result["diversity"] = within_prompt_spread(f_gen, prompt_id) / within_prompt_spread(f_real, prompt_id)
     result["real_match"] = match_rates(read(reader, real[0]), targets, task.scored)["all"]
+    result["confusion"] = {k: confusion_matrix(pred[k], torch.tensor([t[k] for t in targets]), len(task.heads[k]))
+                           for k in task.scored}
     return result
 
 
@@ -320,7 +330,7 @@ def evaluate(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[[str],
             progress(f"generated {min(start + batch_prompts, len(prompts))}/{len(prompts)} prompts")
     generated = torch.cat(images).cpu()
     result = score(reader, task, generated, prompts, per_prompt, size, seed)
-    result.update(task=task.name, model=pipe.name, model_hash=pipe.model_hash[:12], seed=seed,
+    result.update(model=pipe.name, model_hash=pipe.model_hash[:12], seed=seed,
                   sample_s=round(time.monotonic() - t0, 1), reader_accuracy=info["accuracy"],
                   settings={k: v for k, v in asdict(GenerateRequest(prompt="", **request_kw)).items()
                             if k in ("steps", "sampler", "guidance", "schedule", "eta")})
@@ -340,5 +350,23 @@ def format_table(result: dict) -> str:
     if "diversity" in result:
         lines.append(f"diversity {result['diversity']:.2f} of real (1.00 = as varied as real draws)")
     lines.append(f"real draws read right: {100 * result['real_match']:.1f}% (the reader's own ceiling)")
+    if "confusion" in result:
+        lines += format_confusion(result, worst_attribute(result))
     return "\n".join(lines)
+
+
+def worst_attribute(result: dict) -> str:
+    """The scored attribute with the lowest match rate on seen prompts: the one worth a confusion table."""
+    seen = result["match"].get("seen") or next(iter(result["match"].values()))
+    return min(result["confusion"], key=lambda a: seen[a])
+
+
+def format_confusion(result: dict, attr: str) -> list[str]:
+    names = TASKS[result["task"]].heads[attr]
+    width = max(7, *(len(n) + 1 for n in names))
+    lines = [f"{attr}: asked for (rows) against read as (columns), all images",
+             " " * width + "".join(f"{n:>{width}}" for n in names)]
+    for name, row in zip(names, result["confusion"][attr]):
+        lines.append(f"{name:<{width}}" + "".join(f"{c:>{width}}" for c in row))
+    return lines
 

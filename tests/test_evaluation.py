@@ -1,12 +1,13 @@
 """The evaluator is itself tested: real draws pass, noise, wrong prompts and collapsed sets fail."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from diffuse.cli import main
-from diffuse.evaluation import TASKS, frechet_distance, load_reader, score, train_reader
+from diffuse.evaluation import TASKS, format_table, frechet_distance, load_reader, score, train_reader
 
 SIZE = 32
 
@@ -61,6 +62,22 @@ def test_a_collapsed_set_is_caught_by_diversity(reader, prompts):
     r = score(reader[0], TASKS["shapes"], one_each, prompts, 2, SIZE)
     assert r["match"]["seen"]["all"] > 0.95  # every image matches its prompt...
     assert r["diversity"] < 0.05              # ...but there is no variety
+
+
+def test_confusion_shows_what_a_failing_model_draws_instead(reader, prompts):
+    task = TASKS["shapes"]
+    square = task.heads["shape"].index("square")
+    # Every prompt gets a square with its other attributes: a model that draws only squares.
+    squares = torch.stack([task.draw_real(dataclasses.replace(p.spec, shape="square"), SIZE, 50 + i)
+                           for i, p in enumerate(prompts)])
+    r = score(reader[0], task, squares, prompts, 1, SIZE)
+    counts = torch.tensor(r["confusion"]["shape"])
+    asked = torch.bincount(torch.tensor([p.target["shape"] for p in prompts]), minlength=len(task.heads["shape"]))
+    assert counts.sum(1).tolist() == asked.tolist()          # rows: what each prompt asked for
+    assert counts[:, square].sum() > 0.95 * len(prompts)     # columns: what was read
+    table = format_table(r)
+    assert "shape: asked for (rows)" in table                # the worst attribute gets the table
+    assert r["match"]["seen"]["color"] > 0.95                # the other attributes still match
 
 
 def test_frechet_distance_closed_form():
