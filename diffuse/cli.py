@@ -221,7 +221,8 @@ def _add_eval(sub):
                                    "(shapes or digits) and read them with a small classifier trained on fresh draws "
                                    "(cached after the first use): match rates per attribute and for all at once, "
                                    "seen and held-out (shape, colour) pairs apart, a Frechet distance in the "
-                                   "classifier's features against real draws with its floor, and diversity.")
+                                   "classifier's features against real draws with its floor, diversity, and what the "
+                                   "attribute matched least was read as (a confusion table).")
     p.add_argument("model", nargs="?", help="checkpoint directory (default: the bundled shapes model)")
     p.add_argument("--per-prompt", type=int, default=2, help="images per prompt (default: 2; at least 2 for diversity)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first prompt's images (default: 0)")
