@@ -63,6 +63,9 @@ def _add_train(sub):
                    help="mean of ln(sigma) of the training noise levels, EDM's log-normal (default: %(default)s)")
     p.add_argument("--p-std", type=float, default=_train_default("p_std"),
                    help="standard deviation of ln(sigma) (default: %(default)s)")
+    p.add_argument("--high-sigma-share", type=float, default=_train_default("high_sigma_share"),
+                   help="share of training noise levels drawn log-uniformly from [5, 80], where sampling starts "
+                        "and the log-normal rarely reaches (default: %(default)s)")
     p.add_argument("--caption-dropout", type=float, default=_train_default("caption_dropout"),
                    help="share of captions replaced by the empty one, which guidance needs (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
@@ -275,6 +278,7 @@ def cmd_train(a) -> None:
                       precision=a.precision, device=a.device, compile=a.compile,
                       preview_every=a.preview_every, checkpoint_every=a.checkpoint_every, data_size=a.data_size,
                       holdout=not a.all_pairs, ema_halflife_kimg=a.ema_halflife_kimg, p_mean=a.p_mean, p_std=a.p_std,
+                      high_sigma_share=a.high_sigma_share,
                       caption_dropout=a.caption_dropout, resume=a.resume, progress=not a.quiet)
     out = train(cfg)
     if int(os.environ.get("RANK", 0)) == 0:

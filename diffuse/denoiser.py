@@ -7,11 +7,14 @@ The eps-, v- and x0-prediction parameterizations differ only in c_skip and c_out
 converted here, in this module and nowhere else; no sampler ever asks what a network predicts.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 from torch import nn
+
+from .schedules import SIGMA_MAX
 
 
 class DenoiserFn(Protocol):
@@ -105,9 +108,22 @@ class EDMLoss:
     p_mean: float = -1.2  # mean of ln(sigma)
     p_std: float = 1.2    # standard deviation of ln(sigma)
     sigma_data: float = 0.5
+    high_share: float = 0.0                   # share of sigmas drawn log-uniformly from high_range instead
+    high_range: tuple[float, float] = (5.0, SIGMA_MAX)
 
     def sample_sigma(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return (torch.randn(n, generator=generator) * self.p_std + self.p_mean).exp()
+        sigma = (torch.randn(n, generator=generator) * self.p_std + self.p_mean).exp()
+        if self.high_share > 0:
+            # Why: samplers start at SIGMA_MAX = 80, where the log-normal above almost never draws
+            # (P(sigma > 20) = 0.2% at P_mean -0.4). Untrained there, the network's first guesses
+            # follow the start noise instead of the prompt, and the ODE keeps what they commit to
+            # (a white background drawn navy, benchmarks/RESULTS.md). A log-uniform share over
+            # that range teaches it; no extra draws when the share is 0, so older runs replay.
+            pick = torch.rand(n, generator=generator) < self.high_share
+            lo, hi = map(math.log, self.high_range)
+            high = (lo + (hi - lo) * torch.rand(n, generator=generator)).exp()
+            sigma = torch.where(pick, high, sigma)
+        return sigma
 
     def weight(self, sigma: torch.Tensor) -> torch.Tensor:
         return (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2

@@ -70,6 +70,7 @@ class TrainConfig:
     p_mean: float = -0.4               # log-normal sigma distribution of the loss (EDM table 1 has -1.2;
                                        # -0.4 measured better here: benchmarks/RESULTS.md, training recipe)
     p_std: float = 1.2
+    high_sigma_share: float = 0.0      # share of noise levels drawn log-uniformly from [5, 80] instead
     seed: int = 0
     data_size: int = 20000             # images drawn for the procedural datasets (shapes)
     holdout: bool = True               # shapes: leave out data.HELD_OUT (shape, colour) pairs
@@ -104,6 +105,8 @@ class TrainConfig:
             raise DiffuseError("the cosine lr schedule needs --steps (it decays over the whole run)")
         if not self.p_std > 0:
             raise DiffuseError(f"p_std must be positive, got {self.p_std}")
+        if not 0 <= self.high_sigma_share <= 1:
+            raise DiffuseError(f"high sigma share must be in [0, 1], got {self.high_sigma_share}")
         if not 0 <= self.caption_dropout < 1:
             raise DiffuseError("caption dropout must be in [0, 1)")
         if self.device not in DEVICES:
@@ -207,7 +210,8 @@ class Trainer:
         self.ema.to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # caption dropout, sigmas, noise
-        self.loss_fn = EDMLoss(cfg.p_mean, cfg.p_std, self.model.denoiser.sigma_data)
+        self.loss_fn = EDMLoss(cfg.p_mean, cfg.p_std, self.model.denoiser.sigma_data,
+                               high_share=cfg.high_sigma_share)
         self.step, self.images_seen, self.elapsed = 0, 0, 0.0
         if state is not None:
             self._restore(state_tensors, state)
@@ -269,7 +273,8 @@ class Trainer:
             "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum, "world_size": self.world.size,
             "global_batch": self.global_batch, "device": self.device, "lr": self.cfg.lr, "preset": self.cfg.preset,
             "ema_halflife_kimg": self.cfg.ema_halflife_kimg, "caption_dropout": self.cfg.caption_dropout,
-            "lr_schedule": self.cfg.lr_schedule, "p_mean": self.cfg.p_mean, "p_std": self.cfg.p_std}}
+            "lr_schedule": self.cfg.lr_schedule, "p_mean": self.cfg.p_mean, "p_std": self.cfg.p_std,
+            "high_sigma_share": self.cfg.high_sigma_share}}
         save_checkpoint(self.out, self.ema, summary, tensors, info)
 
     # -------------------------------------------------------------- logging

@@ -30,10 +30,11 @@ def test_train_generate_info(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = run(["train", "--data", "shapes", "--out", out, "--preset", "tiny", "--steps", 3,
                            "--batch-size", 4, "--data-size", 64, "--preview-every", 0, "--quiet",
-                           "--p-mean", -0.8, "--p-std", 1.4, "--caption-dropout", 0.2], capsys)
+                           "--p-mean", -0.8, "--p-std", 1.4, "--caption-dropout", 0.2,
+                           "--high-sigma-share", 0.1], capsys)
     assert code == 0 and (out / "model.safetensors").exists()
     recipe = json.loads((out / "config.json").read_text())["training"]
-    assert (recipe["p_mean"], recipe["p_std"], recipe["caption_dropout"]) == (-0.8, 1.4, 0.2)
+    assert (recipe["p_mean"], recipe["p_std"], recipe["caption_dropout"], recipe["high_sigma_share"]) == (-0.8, 1.4, 0.2, 0.1)
     code, stdout, _ = run(["generate", "a red circle", "--model", out, "-n", 3, "--seed", 5, "--steps", 3,
                            "--sampler", "heun", "--out", tmp_path / "imgs", "--grid"], capsys)
     assert code == 0
@@ -77,6 +78,7 @@ TRAIN = ["train", "--preset", "tiny", "--steps", "2", "--quiet"]
     (TRAIN + ["--data", "shapes", "--out", "{d}/o", "--lr", "0"], "learning rate"),
     (TRAIN + ["--data", "shapes", "--out", "{d}/o", "--p-std", "0"], "p_std must be positive"),
     (TRAIN + ["--data", "shapes", "--out", "{d}/o", "--caption-dropout", "1"], "caption dropout"),
+    (TRAIN + ["--data", "shapes", "--out", "{d}/o", "--high-sigma-share", "-0.1"], "high sigma share"),
     (TRAIN + ["--data", "shapes", "--out", "{d}/o", "--resume"], "does not exist"),
     (["generate", "x", "--model", "{d}/missing", "--out", "{d}/o"], "does not exist"),
     (["generate", "x", "--model", "{d}/notckpt", "--out", "{d}/o"], "has no config.json"),

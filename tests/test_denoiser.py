@@ -70,3 +70,17 @@ def test_loss_samples_log_normal_sigmas():
     loss = EDMLoss()
     s = loss.sample_sigma(100000, torch.Generator().manual_seed(0)).log()
     assert s.mean().item() == pytest.approx(-1.2, abs=0.02) and s.std().item() == pytest.approx(1.2, abs=0.02)
+
+
+def test_high_share_draws_log_uniform_sigmas_where_sampling_starts():
+    g = lambda: torch.Generator().manual_seed(0)
+    plain = EDMLoss(p_mean=-0.4).sample_sigma(100000, g())
+    mixed = EDMLoss(p_mean=-0.4, high_share=0.1).sample_sigma(100000, g())
+    assert torch.equal(EDMLoss(p_mean=-0.4, high_share=0.0).sample_sigma(100000, g()), plain)  # 0: as before
+    # the log-normal puts 0.2% above sigma 20; a tenth drawn log-uniformly over [5, 80] adds half of it there
+    assert (plain > 20).float().mean().item() < 0.005
+    assert (mixed > 20).float().mean().item() == pytest.approx(0.1 * 0.5 + 0.9 * 0.002, abs=0.004)
+    assert (mixed > 5).float().mean().item() == pytest.approx(0.1 + 0.9 * 0.047, abs=0.005)
+    only = EDMLoss(high_share=1.0).sample_sigma(100000, g()).log()  # log-uniform over [5, 80]
+    assert only.min().item() >= torch.tensor(5.0).log().item() and only.max().item() <= torch.tensor(80.0).log().item()
+    assert only.mean().item() == pytest.approx(torch.tensor(20.0).log().item(), abs=0.01)  # ln 20 is the midpoint

@@ -93,7 +93,7 @@ def test_learning_rate_warms_up_then_follows_the_schedule():
                                         ({"batch_size": 0}, "batch_size"), ({"lr": -1.0}, "learning rate"),
                                         ({"image_size": 48}, "image size"), ({"lr_schedule": "step"}, "lr schedule"),
                                         ({"lr_schedule": "cosine", "steps": None, "minutes": 1.0}, "needs --steps"),
-                                        ({"p_std": 0.0}, "p_std")])
+                                        ({"p_std": 0.0}, "p_std"), ({"high_sigma_share": 1.5}, "high sigma share")])
 def test_bad_training_config(tmp_path, kw, message):
     with pytest.raises(DiffuseError, match=message):
         tiny_config(tmp_path, **kw)
