@@ -65,7 +65,7 @@ def _add_train(sub):
                    help="standard deviation of ln(sigma) (default: %(default)s)")
     p.add_argument("--high-sigma-share", type=float, default=_train_default("high_sigma_share"),
                    help="share of training noise levels drawn log-uniformly from [5, 80], where sampling starts "
-                        "and the log-normal rarely reaches (default: %(default)s)")
+                        "and the log-normal rarely reaches; the bundled model's last 22,000 steps used 0.1 (default: %(default)s)")
     p.add_argument("--caption-dropout", type=float, default=_train_default("caption_dropout"),
                    help="share of captions replaced by the empty one, which guidance needs (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
