@@ -63,9 +63,11 @@ def _add_train(sub):
                    help="mean of ln(sigma) of the training noise levels, EDM's log-normal (default: %(default)s)")
     p.add_argument("--p-std", type=float, default=_train_default("p_std"),
                    help="standard deviation of ln(sigma) (default: %(default)s)")
+    lo, hi = _high_sigma_range()
     p.add_argument("--high-sigma-share", type=float, default=_train_default("high_sigma_share"),
-                   help="share of training noise levels drawn log-uniformly from [5, 80], where sampling starts "
-                        "and the log-normal rarely reaches; the bundled model's last 22,000 steps used 0.1 (default: %(default)s)")
+                   help=f"share of training noise levels drawn log-uniformly from [{lo:g}, {hi:g}], where sampling "
+                        "starts and the log-normal rarely reaches; the bundled model's last 22,000 steps used 0.1 "
+                        "(default: %(default)s)")
     p.add_argument("--caption-dropout", type=float, default=_train_default("caption_dropout"),
                    help="share of captions replaced by the empty one, which guidance needs (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
@@ -77,6 +79,11 @@ def _add_train(sub):
 def _train_default(name: str):
     from .training import TrainConfig
     return TrainConfig.__dataclass_fields__[name].default
+
+
+def _high_sigma_range() -> tuple[float, float]:
+    from .denoiser import EDMLoss
+    return EDMLoss.__dataclass_fields__["high_range"].default
 
 
 def _request_default(name: str):

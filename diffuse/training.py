@@ -70,7 +70,7 @@ class TrainConfig:
     p_mean: float = -0.4               # log-normal sigma distribution of the loss (EDM table 1 has -1.2;
                                        # -0.4 measured better here: benchmarks/RESULTS.md, training recipe)
     p_std: float = 1.2
-    high_sigma_share: float = 0.0      # share of noise levels drawn log-uniformly from [5, 80] instead
+    high_sigma_share: float = 0.0      # share of noise levels drawn log-uniformly from EDMLoss.high_range instead
     seed: int = 0
     data_size: int = 20000             # images drawn for the procedural datasets (shapes)
     holdout: bool = True               # shapes: leave out data.HELD_OUT (shape, colour) pairs
