@@ -259,10 +259,15 @@ def within_prompt_spread(feats: torch.Tensor, groups: torch.Tensor) -> float:
     return float(torch.stack(dists).mean())
 
 
-def match_rates(pred: dict[str, torch.Tensor], targets: list[dict[str, int]], scored: tuple[str, ...]) -> dict[str, float]:
-    out, all_ok = {}, torch.ones(len(targets), dtype=torch.bool)
+def target_tensors(targets: list[dict[str, int]], scored: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The asked-for class of every image, one tensor per scored attribute."""
+    return {k: torch.tensor([t[k] for t in targets]) for k in scored}
+
+
+def match_rates(pred: dict[str, torch.Tensor], asked: dict[str, torch.Tensor], scored: tuple[str, ...]) -> dict[str, float]:
+    out, all_ok = {}, torch.ones(len(asked[scored[0]]), dtype=torch.bool)
     for k in scored:
-        ok = pred[k] == torch.tensor([t[k] for t in targets])
+        ok = pred[k] == asked[k]
         out[k] = ok.float().mean().item()
         all_ok &= ok
     out["all"] = all_ok.float().mean().item()
@@ -279,7 +284,7 @@ def confusion_matrix(read_as: torch.Tensor, asked: torch.Tensor, classes: int) -
 def score(reader: Reader, task: Task, generated: torch.Tensor, prompts: list[EvalPrompt], per_prompt: int,
           size: int, seed: int = 0) -> dict:
     """All figures for `generated`: [len(prompts) * per_prompt, 3, H, W] in prompt order."""
-    targets = [p.target for p in prompts for _ in range(per_prompt)]
+    asked = target_tensors([p.target for p in prompts for _ in range(per_prompt)], task.scored)
     group_of = [p.group for p in prompts for _ in range(per_prompt)]
     prompt_id = torch.arange(len(prompts)).repeat_interleave(per_prompt)
     pred = read(reader, generated)
@@ -288,8 +293,8 @@ def score(reader: Reader, task: Task, generated: torch.Tensor, prompts: list[Eva
     for group in ("seen", "held-out"):
         sel = [i for i, g in enumerate(group_of) if g == group]
         if sel:
-            result["match"][group] = match_rates({k: v[sel] for k, v in pred.items()}, [targets[i] for i in sel],
-                                                 task.scored)
+            result["match"][group] = match_rates({k: v[sel] for k, v in pred.items()},
+                                                 {k: v[sel] for k, v in asked.items()}, task.scored)
     # Two independent real sets of the same prompts: one to compare with, one for the floor.
     real = [torch.stack([task.draw_real(p.spec, size, ((seed * 3 + r) * len(prompts) + i) * per_prompt + k)
                          for i, p in enumerate(prompts) for k in range(per_prompt)]) for r in (1, 2)]
@@ -298,8 +303,8 @@ def score(reader: Reader, task: Task, generated: torch.Tensor, prompts: list[Eva
     result["frechet_floor"] = frechet_distance(f_real2, f_real)
     if per_prompt > 1:
         result["diversity"] = within_prompt_spread(f_gen, prompt_id) / within_prompt_spread(f_real, prompt_id)
-    result["real_match"] = match_rates(read(reader, real[0]), targets, task.scored)["all"]
-    result["confusion"] = {k: confusion_matrix(pred[k], torch.tensor([t[k] for t in targets]), len(task.heads[k]))
+    result["real_match"] = match_rates(read(reader, real[0]), asked, task.scored)["all"]
+    result["confusion"] = {k: confusion_matrix(pred[k], asked[k], len(task.heads[k]))
                            for k in task.scored}
     return result
 
