@@ -197,15 +197,20 @@ def train_reader(task: Task, size: int, n: int = 12000, epochs: int = 3, seed: i
     return reader, info
 
 
-@torch.no_grad()
 def read(reader: Reader, images: torch.Tensor, batch: int = 256) -> dict[str, torch.Tensor]:
-    outs = [reader(images[i:i + batch].float().cpu()) for i in range(0, len(images), batch)]
-    return {k: torch.cat([o[k] for o in outs]).argmax(1) for k in outs[0]}
+    """The class the reader sees for every attribute of every image."""
+    return read_features(reader, features(reader, images, batch))
 
 
 @torch.no_grad()
 def features(reader: Reader, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     return torch.cat([reader.features(images[i:i + batch].float().cpu()) for i in range(0, len(images), batch)]).double()
+
+
+@torch.no_grad()
+def read_features(reader: Reader, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`read` from features already computed: the heads only, so one pass of the CNN serves both."""
+    return {k: h(feats.float()).argmax(1) for k, h in reader.heads.items()}
 
 
 def cache_dir() -> Path:
@@ -287,7 +292,8 @@ def score(reader: Reader, task: Task, generated: torch.Tensor, prompts: list[Eva
     asked = target_tensors([p.target for p in prompts for _ in range(per_prompt)], task.scored)
     group_of = [p.group for p in prompts for _ in range(per_prompt)]
     prompt_id = torch.arange(len(prompts)).repeat_interleave(per_prompt)
-    pred = read(reader, generated)
+    f_gen = features(reader, generated)
+    pred = read_features(reader, f_gen)
     result = {"task": task.name, "images": len(generated), "prompts": len(prompts), "per_prompt": per_prompt,
               "match": {}}
     for group in ("seen", "held-out"):
@@ -298,12 +304,12 @@ def score(reader: Reader, task: Task, generated: torch.Tensor, prompts: list[Eva
     # Two independent real sets of the same prompts: one to compare with, one for the floor.
     real = [torch.stack([task.draw_real(p.spec, size, ((seed * 3 + r) * len(prompts) + i) * per_prompt + k)
                          for i, p in enumerate(prompts) for k in range(per_prompt)]) for r in (1, 2)]
-    f_gen, f_real, f_real2 = features(reader, generated), features(reader, real[0]), features(reader, real[1])
+    f_real, f_real2 = features(reader, real[0]), features(reader, real[1])
     result["frechet"] = frechet_distance(f_gen, f_real)
     result["frechet_floor"] = frechet_distance(f_real2, f_real)
     if per_prompt > 1:
         result["diversity"] = within_prompt_spread(f_gen, prompt_id) / within_prompt_spread(f_real, prompt_id)
-    result["real_match"] = match_rates(read(reader, real[0]), asked, task.scored)["all"]
+    result["real_match"] = match_rates(read_features(reader, f_real), asked, task.scored)["all"]
     result["confusion"] = {k: confusion_matrix(pred[k], asked[k], len(task.heads[k]))
                            for k in task.scored}
     return result
