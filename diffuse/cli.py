@@ -66,7 +66,7 @@ def _add_train(sub):
     lo, hi = _high_sigma_range()
     p.add_argument("--high-sigma-share", type=float, default=_train_default("high_sigma_share"),
                    help=f"share of training noise levels drawn log-uniformly from [{lo:g}, {hi:g}], where sampling "
-                        "starts and the log-normal rarely reaches; the bundled model's last 22,000 steps used 0.1 "
+                        "starts and the log-normal rarely reaches; the bundled model used 0.1 from step 54,000 on "
                         "(default: %(default)s)")
     p.add_argument("--caption-dropout", type=float, default=_train_default("caption_dropout"),
                    help="share of captions replaced by the empty one, which guidance needs (default: %(default)s)")
