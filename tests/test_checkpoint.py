@@ -1,7 +1,11 @@
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from diffuse.checkpoint import load_checkpoint, load_training_state
 from diffuse.errors import CheckpointError
@@ -88,3 +92,18 @@ def test_a_save_that_fails_half_way_leaves_the_previous_checkpoint_whole(ckpt, m
         cp.save_checkpoint(ckpt, model, {"training": {"steps": 99}}, {"x": model.state_dict()["text_encoder.pos"]}, {})
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before  # nothing replaced, no temp files
     load_checkpoint(ckpt)
+
+
+def test_raw_weights_benchmark_writes_the_optimizer_weights_as_a_model(tiny_model_dir, tmp_path):
+    """benchmarks/raw_weights.py: the EMA's run, rewritten with the weights the optimizer stepped,
+    loads as a model whose tensors are the training state's, not the EMA's (RESULTS compares them)."""
+    script = Path(__file__).parent.parent / "benchmarks" / "raw_weights.py"
+    out = tmp_path / "raw"
+    subprocess.run([sys.executable, str(script), str(tiny_model_dir), str(out)], check=True, capture_output=True)
+    raw, cfg = load_checkpoint(out)
+    ema, ema_cfg = load_checkpoint(tiny_model_dir)
+    state, _ = load_training_state(tiny_model_dir)
+    for k, v in raw.state_dict().items():
+        assert torch.equal(v, state["model." + k])
+    assert any(not torch.equal(v, ema.state_dict()[k]) for k, v in raw.state_dict().items())
+    assert cfg["training"] == ema_cfg["training"]
