@@ -11,6 +11,7 @@ measures what the EMA length buys at that point (RESULTS.md, "The bundled model,
 import argparse
 
 from diffuse.checkpoint import load_checkpoint, load_training_state, save_checkpoint
+from diffuse.training import trained_weights
 
 
 def main():
@@ -20,9 +21,9 @@ def main():
     a = ap.parse_args()
     model, cfg = load_checkpoint(a.run)
     state, _ = load_training_state(a.run)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-    info = {k: v for k, v in cfg.items() if k not in ("format", "version", "weights_sha256")}
-    save_checkpoint(a.out, model, {**info, "weights": f"raw training weights of {a.run}"})
+    model.load_state_dict(trained_weights(state))
+    # save_checkpoint writes its own format, version and weights hash over the copied config's
+    save_checkpoint(a.out, model, {**cfg, "weights": f"raw training weights of {a.run}"})
     print(a.out)
 
 

@@ -104,6 +104,6 @@ def test_raw_weights_benchmark_writes_the_optimizer_weights_as_a_model(tiny_mode
     ema, ema_cfg = load_checkpoint(tiny_model_dir)
     state, _ = load_training_state(tiny_model_dir)
     for k, v in raw.state_dict().items():
-        assert torch.equal(v, state["model." + k])
+        assert torch.equal(v, state["model." + k])  # the layout the trainer writes, spelled out
     assert any(not torch.equal(v, ema.state_dict()[k]) for k, v in raw.state_dict().items())
     assert cfg["training"] == ema_cfg["training"]
