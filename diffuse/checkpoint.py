@@ -1,9 +1,14 @@
 """Checkpoints: a directory with model.safetensors (EMA weights) and config.json, plus the
 training state for resuming (training_state.safetensors + training_state.json). No pickles.
 
-Every file is written in full under a temporary name and then renamed into place (atomic on
-POSIX), config.json last; it records the SHA-256 of the weights, so a corrupted checkpoint is
-detected on load instead of producing garbage.
+A save is a small transaction with one commit point. Every file is first written in full under
+a temporary name and fsynced; then a journal (.commit.json) naming which temporary file
+replaces which is renamed into place: that one rename commits the save. Only then are the files
+renamed over the old ones and the journal removed. A crash before the journal's rename leaves
+the previous checkpoint whole (its stray temporaries are removed by the next training start); a
+crash after it leaves a journal that the next reader rolls forward, so the new checkpoint is
+whole. config.json records the SHA-256 of the weights, so a corrupted file is still detected on
+load instead of producing garbage.
 """
 
 import hashlib
@@ -22,6 +27,7 @@ from .model import TextToImageModel
 FORMAT, VERSION = "diffuse-checkpoint", 1
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 STATE_FILE, STATE_JSON = "training_state.safetensors", "training_state.json"
+JOURNAL = ".commit.json"  # present only between a save's commit point and its last rename
 
 
 def sha256_file(path: Path) -> str:
@@ -38,16 +44,65 @@ def _temp_path(path: Path) -> Path:
     return Path(tmp)
 
 
-def _commit(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a directory's entries (the renames in it), to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _stage_json(path: Path, data: dict) -> Path:
     tmp = _temp_path(path)
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        _fsync(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return tmp
+
+
+def _commit(d: Path, staged: list[tuple[Path, Path]]) -> None:
+    """The commit point: one rename puts the journal of staged renames in place."""
+    tmp = _stage_json(d / JOURNAL, {"renames": [[t.name, p.name] for t, p in staged]})
+    os.replace(tmp, d / JOURNAL)
+    _fsync(d)
+
+
+def roll_forward(directory: str | Path) -> None:
+    """Finish a committed save that a crash interrupted: do the journal's renames that are left
+    (each is idempotent: a temporary file already renamed is simply gone), then drop the journal."""
+    d = Path(directory)
+    try:
+        renames = json.loads((d / JOURNAL).read_text())["renames"]
+    except FileNotFoundError:
+        return
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise CheckpointError(f"{d / JOURNAL} is damaged: the last save of {str(d)!r} cannot be completed") from None
+    try:
+        for tmp, name in renames:
+            if (d / tmp).exists():
+                os.replace(d / tmp, d / name)
+        _fsync(d)
+        (d / JOURNAL).unlink(missing_ok=True)
+    except PermissionError:
+        raise CheckpointError(f"the last save of {str(d)!r} was interrupted and cannot be completed here "
+                              "(no write permission): load it once where it can be written") from None
+    except FileNotFoundError:
+        pass  # another process completed the same save at the same time
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete temporary files of saves killed before their commit point (call it only while no
+    save is running in `directory`, e.g. when training starts); returns what was removed."""
+    d = Path(directory)
+    roll_forward(d)
+    stale = [p for p in d.glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def _stage_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[Path, str]:
@@ -55,6 +110,7 @@ def _stage_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[Path, 
     tmp = _temp_path(path)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        _fsync(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -66,8 +122,8 @@ def save_checkpoint(directory: str | Path, model: TextToImageModel, info: dict,
     """Save `model` (pass the EMA copy) and, optionally, the training state. Returns the model hash.
     `info` holds the data summary and training figures that config.json records.
 
-    Every file is first written in full under a temporary name; only then are they renamed into
-    place, config.json last, so a crash while writing leaves the previous checkpoint whole."""
+    All or nothing (module docstring): a crash at any instant leaves either the previous
+    checkpoint or this one, whole."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
@@ -81,11 +137,12 @@ def save_checkpoint(directory: str | Path, model: TextToImageModel, info: dict,
                                                         "sha256": state_digest}), d / STATE_JSON))
         staged.append((_stage_json(d / CONFIG_FILE, {"format": FORMAT, "version": VERSION, **model.config(), **info,
                                                      "weights_sha256": digest}), d / CONFIG_FILE))
-        for tmp, path in staged:
-            _commit(tmp, path)
-    finally:
+        _commit(d, staged)
+    except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+        raise
+    roll_forward(d)
     return digest
 
 
@@ -104,6 +161,7 @@ def read_config(directory: str | Path) -> dict:
         raise CheckpointError(f"checkpoint {str(d)!r} does not exist")
     if not d.is_dir():
         raise CheckpointError(f"checkpoint {str(d)!r} is not a directory (expected {CONFIG_FILE} and {MODEL_FILE} inside)")
+    roll_forward(d)
     for name in (CONFIG_FILE, MODEL_FILE):
         if not (d / name).is_file():
             raise CheckpointError(f"checkpoint {str(d)!r} has no {name}")

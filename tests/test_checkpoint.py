@@ -107,3 +107,46 @@ def test_raw_weights_benchmark_writes_the_optimizer_weights_as_a_model(tiny_mode
         assert torch.equal(v, state["model." + k])  # the layout the trainer writes, spelled out
     assert any(not torch.equal(v, ema.state_dict()[k]) for k, v in raw.state_dict().items())
     assert cfg["training"] == ema_cfg["training"]
+
+
+def _killed_save(ckpt, model, kill_at: int) -> None:
+    """Save in a forked child that dies (os._exit, no clean-up) at its `kill_at`-th rename,
+    as a SIGKILL would leave the directory."""
+    import os
+    import diffuse.checkpoint as cp
+    pid = os.fork()
+    if pid == 0:
+        calls = [0]
+        real = os.replace
+
+        def dying_replace(a, b):
+            if calls[0] == kill_at:
+                os._exit(0)
+            calls[0] += 1
+            real(a, b)
+
+        cp.os.replace = dying_replace
+        try:
+            cp.save_checkpoint(ckpt, model, {"training": {"steps": 99}}, {"x": torch.ones(3)}, {"step": 99})
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize("kill_at", range(6))  # before and after the journal, and at each file's rename
+def test_a_save_killed_at_any_rename_leaves_one_whole_checkpoint(ckpt, kill_at):
+    from diffuse.checkpoint import remove_stale_temporaries
+    model, old_cfg = load_checkpoint(ckpt)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    _killed_save(ckpt, model, kill_at)
+    loaded, cfg = load_checkpoint(ckpt)  # rolls a committed save forward
+    state, info = load_training_state(ckpt)
+    new = kill_at >= 1  # the first rename is the journal's: the commit point
+    assert cfg["training"]["steps"] == (99 if new else old_cfg["training"]["steps"])
+    assert (info.get("step") == 99) == new and ("x" in state) == new
+    expect = model.state_dict() if new else load_checkpoint(ckpt)[0].state_dict()
+    assert all(torch.equal(v, expect[k]) for k, v in loaded.state_dict().items())
+    remove_stale_temporaries(ckpt)
+    assert not [p.name for p in ckpt.iterdir() if p.name.startswith(".")]
