@@ -68,6 +68,8 @@ def _add_train(sub):
                    help=f"share of training noise levels drawn log-uniformly from [{lo:g}, {hi:g}], where sampling "
                         "starts and the log-normal rarely reaches; the bundled model used 0.1 from step 54,000 on "
                         "(default: %(default)s)")
+    p.add_argument("--clip-grad", type=float, default=_train_default("clip_grad"),
+                   help="clip the global gradient norm to this value, 0 for no clipping (default: %(default)s)")
     p.add_argument("--caption-dropout", type=float, default=_train_default("caption_dropout"),
                    help="share of captions replaced by the empty one, which guidance needs (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
@@ -285,7 +287,7 @@ def cmd_train(a) -> None:
                       precision=a.precision, device=a.device, compile=a.compile,
                       preview_every=a.preview_every, checkpoint_every=a.checkpoint_every, data_size=a.data_size,
                       holdout=not a.all_pairs, ema_halflife_kimg=a.ema_halflife_kimg, p_mean=a.p_mean, p_std=a.p_std,
-                      high_sigma_share=a.high_sigma_share,
+                      high_sigma_share=a.high_sigma_share, clip_grad=a.clip_grad,
                       caption_dropout=a.caption_dropout, resume=a.resume, progress=not a.quiet)
     out = train(cfg)
     if int(os.environ.get("RANK", 0)) == 0:

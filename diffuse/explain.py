@@ -151,7 +151,8 @@ def plot_run(run_dir: str | Path, out: str | Path) -> Path:
     import matplotlib.pyplot as plt
     rows = read_log(run_dir)
     steps = [r["step"] for r in rows]
-    panels = [("loss", "EDM loss")] + ([("images_per_s", "images / s")] if "images_per_s" in rows[0] else [])
+    panels = [("loss", "EDM loss")] + ([("grad_norm", "gradient norm")] if "grad_norm" in rows[-1] else [])
+    panels += [("images_per_s", "images / s")] if "images_per_s" in rows[0] else []
     evals = [k for k in rows[-1] if k.startswith("eval_")]
     panels += [(k, k[5:].replace("_", " ")) for k in evals]
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), sharex=True, squeeze=False)
@@ -160,7 +161,7 @@ def plot_run(run_dir: str | Path, out: str | Path) -> Path:
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         ax.plot(xs, ys, color="0.75", lw=1, label="logged")
         ax.plot(xs, smooth(ys), color="C0", lw=2, label="smoothed")
-        if key == "loss":
+        if key in ("loss", "grad_norm"):
             ax.set_yscale("log")
             ax.legend()
         ax.set_ylabel(title)

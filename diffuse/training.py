@@ -12,10 +12,12 @@ and keeps its own micro-batches' share, so W processes compute exactly what one 
 W times the accumulation computes, and a run can resume with another number of processes.
 """
 
+import collections
 import contextlib
 import copy
 import json
 import math
+import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -71,6 +73,7 @@ class TrainConfig:
                                        # -0.4 measured better here: benchmarks/RESULTS.md, training recipe)
     p_std: float = 1.2
     high_sigma_share: float = 0.0      # share of noise levels drawn log-uniformly from EDMLoss.high_range instead
+    clip_grad: float = 0.0             # clip the global gradient norm to this (0: no clipping)
     seed: int = 0
     data_size: int = 20000             # images drawn for the procedural datasets (shapes)
     holdout: bool = True               # shapes: leave out data.HELD_OUT (shape, colour) pairs
@@ -109,6 +112,8 @@ class TrainConfig:
             raise DiffuseError(f"high sigma share must be in [0, 1], got {self.high_sigma_share}")
         if not 0 <= self.caption_dropout < 1:
             raise DiffuseError("caption dropout must be in [0, 1)")
+        if not self.clip_grad >= 0:
+            raise DiffuseError(f"gradient clipping must be >= 0 (0: off), got {self.clip_grad}")
         if self.device not in DEVICES:
             raise DiffuseError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
@@ -172,6 +177,37 @@ def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
     return None  # fp32: on this CPU bf16 autocast measured 3-10x slower (benchmarks/RESULTS.md)
 
 
+def clip_gradients(params, max_norm: float) -> torch.Tensor:
+    """The global gradient norm before clipping; the gradients are scaled to `max_norm` when it
+    is exceeded (Pascanu et al. 2013), or left as they are when max_norm is 0."""
+    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf, foreach=True)
+
+
+def layer_grad_norms(model: nn.Module, depth: int = 4) -> dict[str, float]:
+    """Gradient norm per module, parameter names cut to `depth` dotted parts, largest first:
+    where a gradient spike comes from."""
+    sq: dict[str, float] = {}
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            key = ".".join(name.split(".")[:depth])
+            sq[key] = sq.get(key, 0.0) + p.grad.detach().float().pow(2).sum().item()
+    return dict(sorted(((k, v ** 0.5) for k, v in sq.items()), key=lambda kv: -kv[1]))
+
+
+class SpikeWatch:
+    """Flags steps whose gradient norm exceeds `factor` times the median of the last `window`
+    steps, so a log shows when, where and at which noise level a run starts to diverge."""
+
+    def __init__(self, factor: float = 4.0, window: int = 200, warmup: int = 100):
+        self.factor, self.warmup = factor, warmup
+        self.recent: collections.deque[float] = collections.deque(maxlen=window)
+
+    def is_spike(self, grad_norm: float) -> tuple[bool, float]:
+        median = statistics.median(self.recent) if self.recent else math.inf
+        self.recent.append(grad_norm)
+        return len(self.recent) > self.warmup and grad_norm > self.factor * median, median
+
+
 class ModelLoss(nn.Module):
     """The model and its per-example loss as one module, so that one forward call of the
     DistributedDataParallel wrapper covers every parameter that gets a gradient (text encoder
@@ -223,6 +259,7 @@ class Trainer:
         self.loss_fn = EDMLoss(cfg.p_mean, cfg.p_std, self.model.denoiser.sigma_data,
                                high_share=cfg.high_sigma_share)
         self.step, self.images_seen, self.elapsed = 0, 0, 0.0
+        self.spikes = SpikeWatch()
         if state is not None:
             self._restore(state_tensors, state)
         self.amp = autocast_dtype(cfg.precision, self.device)
@@ -323,19 +360,20 @@ class Trainer:
         return idx, drop, sigma, noise
 
     def micro_step(self, idx, drop, sigma, noise) -> torch.Tensor:
-        """Forward and backward of one micro-batch; returns its mean loss."""
+        """Forward and backward of one micro-batch; returns its per-example losses."""
         dev = self.device
         images = self.data.images[idx].to(dev).contiguous(memory_format=torch.channels_last)
         captions = ["" if d else self.data.captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
         with torch.autocast(dev.split(":")[0], dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            loss = self.forward(images, captions, sigma.to(dev), noise.to(dev)).mean()
+            losses = self.forward(images, captions, sigma.to(dev), noise.to(dev))
         # Mean over the global batch: each process sums its micro-batches / accum here, and
         # DistributedDataParallel averages the processes' gradients.
-        (loss / self.cfg.grad_accum).backward()
-        return loss.detach()
+        (losses.mean() / self.cfg.grad_accum).backward()
+        return losses.detach()
 
-    def train_step(self) -> torch.Tensor:
-        """One optimizer step on one global batch; returns this process's mean loss."""
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on one global batch; returns this process's mean loss and the
+        global gradient norm before clipping."""
         cfg = self.cfg
         idx, drop, sigma, noise = self.draw_global_batch()
         lr = learning_rate(self.step, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.steps)
@@ -349,12 +387,26 @@ class Trainer:
             last = a == len(parts) - 1
             with contextlib.nullcontext() if last or self.world.size == 1 else self.forward.no_sync():
                 losses.append(self.micro_step(idx[part], drop[part], sigma[part], noise[part]))
+        losses = torch.cat(losses)
+        grad_norm = clip_gradients(self.model.parameters(), cfg.clip_grad)
+        self._watch_spikes(grad_norm, losses, torch.cat([sigma[p] for p in parts]))
         self.opt.step()
         self.images_seen += self.global_batch
         self.step += 1
         update_ema(self.ema, self.model, ema_beta(self.global_batch, self.images_seen, cfg.ema_halflife_kimg,
                                                   cfg.ema_rampup))
-        return torch.stack(losses).mean()
+        return losses.mean(), grad_norm.detach()
+
+    def _watch_spikes(self, grad_norm: torch.Tensor, losses: torch.Tensor, sigma: torch.Tensor) -> None:
+        """Log a gradient spike with the layers it sits in and the noise level of the worst example."""
+        spike, median = self.spikes.is_spike(grad_norm.item())
+        if spike and self.world.is_main:
+            worst = int(losses.argmax())
+            layers = list(layer_grad_norms(self.model).items())[:3]
+            self._log({"event": "grad_spike", "step": self.step + 1, "grad_norm": grad_norm.item(),
+                       "median_grad_norm": median, "top_layers": [[k, round(v, 4)] for k, v in layers],
+                       "worst_sigma": sigma[worst].item(), "worst_loss": losses[worst].item(),
+                       "batch_loss": losses.mean().item()})
 
     def keep_going(self, deadline: float) -> bool:
         """Whether to take another step; all processes agree, or one would wait for the others forever."""
@@ -376,24 +428,28 @@ class Trainer:
         deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes else math.inf
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and main), unit="step",
                    dynamic_ncols=True)
-        window_t, window_imgs, losses = time.monotonic(), 0, []
+        window_t, window_imgs, losses, norms = time.monotonic(), 0, [], []
         try:
             while self.keep_going(deadline):
                 t0 = time.monotonic()
-                losses.append(self.train_step())
+                loss, grad_norm = self.train_step()
+                losses.append(loss)
+                norms.append(grad_norm)
                 self.elapsed += time.monotonic() - t0
                 window_imgs += self.global_batch
                 bar.update(1)
                 if self.step % cfg.log_every == 0:
                     loss = mean_over_ranks(torch.stack(losses).mean()).item()  # every process takes part
+                    gn = torch.stack(norms)  # the same on every process: DDP averaged the gradients
                     now = time.monotonic()
                     ips = window_imgs / max(now - window_t, 1e-9)
-                    bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.1f}")
+                    bar.set_postfix(loss=f"{loss:.4f}", grad=f"{gn.mean():.3f}", img_s=f"{ips:.1f}")
                     if main:
                         self._log({"step": self.step, "images": self.images_seen, "loss": loss, "images_per_s": ips,
-                                   "lr": self.opt.param_groups[0]["lr"], "elapsed_s": round(self.elapsed, 2),
+                                   "lr": self.opt.param_groups[0]["lr"], "grad_norm": gn.mean().item(),
+                                   "grad_norm_max": gn.max().item(), "elapsed_s": round(self.elapsed, 2),
                                    "global_batch": self.global_batch, "processes": self.world.size})
-                    window_t, window_imgs, losses = now, 0, []
+                    window_t, window_imgs, losses, norms = now, 0, [], []
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.checkpoint()
                 if main and cfg.preview_every and self.step % cfg.preview_every == 0:
