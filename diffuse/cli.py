@@ -28,25 +28,30 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train a model on captioned images",
                        description="Train a text-to-image model. DATA is 'shapes' (procedural captioned shapes), "
                                    "'digits' (scikit-learn's digits) or an image folder with captions "
-                                   "(metadata.jsonl lines {\"file_name\", \"text\"} or a .txt file beside each image).")
+                                   "(metadata.jsonl lines {\"file_name\", \"text\"} or a .txt file beside each image). "
+                                   "With --resume, every setting of what is trained (network, data, batch, learning "
+                                   "rate and schedule, EMA, noise levels, dropout, clipping, --steps) is the run's "
+                                   "own unless given again, and a changed one is named.")
+    d = _train_default
     p.add_argument("--data", required=True, help="shapes, digits or a path to an image folder")
     p.add_argument("--out", required=True, help="run directory for the checkpoint, log.jsonl and previews/")
-    p.add_argument("--preset", default="small", choices=list(PRESETS), help="network size (default: small)")
-    p.add_argument("--size", type=int, default=32, choices=[32, 64], help="image size (default: 32)")
-    budget = p.add_argument_group("budget (at least one)")
+    p.add_argument("--preset", choices=list(PRESETS), help=f"network size (default: {d('preset')})")
+    p.add_argument("--size", type=int, choices=[32, 64], help=f"image size (default: {d('image_size')})")
+    budget = p.add_argument_group("budget (at least one; a resumed run keeps its --steps)")
     budget.add_argument("--minutes", type=float, help="wall-clock minutes for this invocation")
     budget.add_argument("--steps", type=int, help="total optimizer steps of the run (resumed steps count)")
-    p.add_argument("--batch-size", type=int, default=16,
+    p.add_argument("--batch-size", type=int,
                    help="images per micro-batch in each process; the global batch of one optimizer step is "
-                        "batch size x processes x grad-accum (default: 16)")
-    p.add_argument("--grad-accum", type=int, default=1,
+                        f"batch size x processes x grad-accum (default: {d('batch_size')})")
+    p.add_argument("--grad-accum", type=int,
                    help="micro-batches per optimizer step in each process: a larger global batch in the same "
-                        "memory (default: 1)")
-    p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: 2e-3)")
-    p.add_argument("--lr-schedule", default=_train_default("lr_schedule"), choices=["constant", "cosine"],
+                        f"memory (default: {d('grad_accum')})")
+    p.add_argument("--lr", type=float, help=f"AdamW peak learning rate (default: {d('lr'):g})")
+    p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d('weight_decay'):g})")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"],
                    help="after the warm-up: constant, or cosine decay to lr/10 at the last of --steps "
-                        "(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="run seed: data order, noise (default: 0)")
+                        f"(default: {d('lr_schedule')})")
+    p.add_argument("--seed", type=int, help=f"run seed: data order, noise (default: {d('seed')})")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="autocast: auto = bf16 on CUDA, fp32 on CPU (default: auto)")
     _add_device(p)
@@ -54,27 +59,29 @@ def _add_train(sub):
                    help="torch.compile the UNet (minutes of compiling on first use, cached after; see docs/scaling.md)")
     p.add_argument("--preview-every", type=int, default=500, help="steps between preview grids, 0 for none (default: 500)")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: 1000)")
-    p.add_argument("--data-size", type=int, default=20000, help="images drawn for 'shapes' (default: 20000)")
-    p.add_argument("--all-pairs", action="store_true",
+    p.add_argument("--data-size", type=int, help=f"images drawn for 'shapes' (default: {d('data_size')})")
+    p.add_argument("--all-pairs", action="store_true", default=None,
                    help="shapes: train on every (shape, colour) pair; by default six pairs are held out for evaluation")
-    p.add_argument("--ema-halflife-kimg", type=float, default=2.0,
-                   help="EMA half-life in thousands of images (default: 2; longer runs gain from longer)")
-    p.add_argument("--p-mean", type=float, default=_train_default("p_mean"),
-                   help="mean of ln(sigma) of the training noise levels, EDM's log-normal (default: %(default)s)")
-    p.add_argument("--p-std", type=float, default=_train_default("p_std"),
-                   help="standard deviation of ln(sigma) (default: %(default)s)")
+    p.add_argument("--ema-halflife-kimg", type=float,
+                   help=f"EMA half-life in thousands of images (default: {d('ema_halflife_kimg'):g}; "
+                        "longer runs gain from longer)")
+    p.add_argument("--p-mean", type=float,
+                   help=f"mean of ln(sigma) of the training noise levels, EDM's log-normal (default: {d('p_mean')})")
+    p.add_argument("--p-std", type=float, help=f"standard deviation of ln(sigma) (default: {d('p_std')})")
     lo, hi = _high_sigma_range()
-    p.add_argument("--high-sigma-share", type=float, default=_train_default("high_sigma_share"),
+    p.add_argument("--high-sigma-share", type=float,
                    help=f"share of training noise levels drawn log-uniformly from [{lo:g}, {hi:g}], where sampling "
                         "starts and the log-normal rarely reaches; the bundled model used 0.1 from step 54,000 on "
-                        "(default: %(default)s)")
-    p.add_argument("--clip-grad", type=float, default=_train_default("clip_grad"),
-                   help="clip the global gradient norm to this value, 0 for no clipping (default: %(default)s)")
-    p.add_argument("--caption-dropout", type=float, default=_train_default("caption_dropout"),
-                   help="share of captions replaced by the empty one, which guidance needs (default: %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+                        f"(default: {d('high_sigma_share')})")
+    p.add_argument("--clip-grad", type=float,
+                   help=f"clip the global gradient norm to this value, 0 for no clipping (default: {d('clip_grad'):g})")
+    p.add_argument("--caption-dropout", type=float,
+                   help=f"share of captions replaced by the empty one, which guidance needs (default: {d('caption_dropout')})")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped, with its own settings unless given")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.epilog = ("Under torchrun (e.g. torchrun --nproc_per_node=2 -m diffuse train ...) every process trains on its "
+    p.epilog = ("Ctrl-C stops at the end of the current step and saves (a second Ctrl-C stops at once). "
+                "Under torchrun (e.g. torchrun --nproc_per_node=2 -m diffuse train ...) every process trains on its "
                 "own share of each global batch and only rank 0 writes; see docs/scaling.md.")
 
 
@@ -280,15 +287,24 @@ def build_parser() -> Parser:
     return parser
 
 
+# diffuse train's flags that name a TrainConfig field (None when not given)
+TRAIN_FLAGS = {"preset": "preset", "size": "image_size", "steps": "steps", "minutes": "minutes",
+               "batch_size": "batch_size", "grad_accum": "grad_accum", "lr": "lr", "weight_decay": "weight_decay",
+               "lr_schedule": "lr_schedule", "seed": "seed", "data_size": "data_size",
+               "ema_halflife_kimg": "ema_halflife_kimg", "p_mean": "p_mean", "p_std": "p_std",
+               "high_sigma_share": "high_sigma_share", "clip_grad": "clip_grad", "caption_dropout": "caption_dropout"}
+
+
 def cmd_train(a) -> None:
-    from .training import TrainConfig, train
-    cfg = TrainConfig(data=a.data, out=a.out, preset=a.preset, image_size=a.size, batch_size=a.batch_size,
-                      grad_accum=a.grad_accum, lr=a.lr, lr_schedule=a.lr_schedule, minutes=a.minutes, steps=a.steps, seed=a.seed,
-                      precision=a.precision, device=a.device, compile=a.compile,
-                      preview_every=a.preview_every, checkpoint_every=a.checkpoint_every, data_size=a.data_size,
-                      holdout=not a.all_pairs, ema_halflife_kimg=a.ema_halflife_kimg, p_mean=a.p_mean, p_std=a.p_std,
-                      high_sigma_share=a.high_sigma_share, clip_grad=a.clip_grad,
-                      caption_dropout=a.caption_dropout, resume=a.resume, progress=not a.quiet)
+    from .training import TrainConfig, resume_config, train
+    given = {field: getattr(a, flag) for flag, field in TRAIN_FLAGS.items()}
+    given["holdout"] = None if a.all_pairs is None else not a.all_pairs
+    machine = dict(precision=a.precision, device=a.device, compile=a.compile, preview_every=a.preview_every,
+                   checkpoint_every=a.checkpoint_every, progress=not a.quiet)
+    if a.resume:
+        cfg = resume_config(a.out, a.data, **given, **machine)
+    else:
+        cfg = TrainConfig(data=a.data, out=a.out, **{k: v for k, v in given.items() if v is not None}, **machine)
     out = train(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"saved {out}")

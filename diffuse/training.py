@@ -17,7 +17,10 @@ import contextlib
 import copy
 import json
 import math
+import signal
 import statistics
+import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -27,7 +30,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import CONFIG_FILE, load_checkpoint, load_training_state, read_config, save_checkpoint
+from .checkpoint import (CONFIG_FILE, STATE_JSON, load_checkpoint, load_training_state, read_config,
+                         remove_stale_temporaries, save_checkpoint)
 from .data import TensorDataset, load_dataset
 from .denoiser import EDMLoss
 from .devices import DEVICES, resolve_device, use_device
@@ -121,6 +125,60 @@ class TrainConfig:
 # Fields that define what is trained; resuming with others would not continue the same run.
 # The number of processes is not one of them: only the global batch it helps make matters.
 RUN_IDENTITY = ("data", "preset", "image_size", "seed", "data_size", "holdout")
+
+
+# Settings a resumed run keeps from its start unless given again on purpose (resume_config). The
+# rest say where and how to run (budget, device, precision, logging), not what is trained.
+RUN_RECIPE = RUN_IDENTITY + ("steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps", "lr_schedule",
+                             "ema_halflife_kimg", "ema_rampup", "caption_dropout", "p_mean", "p_std",
+                             "high_sigma_share", "clip_grad")
+
+
+def resume_config(out: str | Path, data: str, **given) -> TrainConfig:
+    """The config to continue the run in `out` with: its own recipe, except the settings in
+    `given` (None values count as not given). Budget and machine settings come from `given` or
+    the defaults. A run started with --minutes alone has no step target to keep."""
+    try:
+        saved = json.loads((Path(out) / STATE_JSON).read_text())["train"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        read_config(out)  # the clear error when there is no checkpoint at all
+        raise DiffuseError(f"{out} has no readable training state ({STATE_JSON}) to resume from") from None
+    given = {k: v for k, v in given.items() if v is not None}
+    if "minutes" in given and "steps" not in given and saved.get("minutes") is not None:
+        saved = {**saved, "steps": None}  # a time-budgeted run stays time-budgeted
+    kept = {k: saved[k] for k in RUN_RECIPE if k in saved and k not in given}
+    return TrainConfig(**{"data": data, "out": str(out), **kept, **given, "resume": True})
+
+
+def changed_settings(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
+    """The recipe settings a resumed run changes: {name: (was, now)}."""
+    return {k: (saved[k], getattr(cfg, k)) for k in RUN_RECIPE
+            if k in saved and k not in RUN_IDENTITY and k != "steps" and saved[k] != getattr(cfg, k)}
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step boundary, so the saved
+    state is that of a finished step and resuming is as exact as never stopping. A second
+    Ctrl-C stops at once, without saving."""
+
+    def __init__(self):
+        self.requested, self._previous = False, {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving (Ctrl-C again to stop now without saving)", file=sys.stderr)
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def epoch_permutation(n: int, epoch: int, seed: int) -> torch.Tensor:
@@ -233,6 +291,8 @@ class Trainer:
         state = None
         if cfg.resume:
             saved = read_config(self.out)  # fails clearly when there is nothing to resume
+            if world.is_main:
+                remove_stale_temporaries(self.out)  # left by a save killed before its commit point
             state_tensors, state = load_training_state(self.out)
             for k in RUN_IDENTITY:
                 was = state["train"].get(k, getattr(TrainConfig, k, None))
@@ -240,6 +300,8 @@ class Trainer:
                     raise DiffuseError(f"cannot resume: the run used {k}={was!r}, not {getattr(cfg, k)!r}")
             if world.is_main:
                 self._check_global_batch(state.get("global_batch", state["train"].get("batch_size")))
+                for k, (was, now) in changed_settings(state["train"], cfg).items():
+                    warnings.warn(f"the resumed run changes {k} from {was!r} to {now!r}", stacklevel=2)
         self.data: TensorDataset = load_dataset(cfg.data, cfg.image_size, seed=cfg.seed, shapes=cfg.data_size,
                                                   holdout=cfg.holdout)
         if state is None:
@@ -305,8 +367,8 @@ class Trainer:
                 _, idx, name = key.split(".", 2)
                 state.setdefault(int(idx), {})[name] = v
         self.opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
-        for g in self.opt.param_groups:  # a resumed run may change its learning rate
-            g["lr"] = self.cfg.lr
+        for g in self.opt.param_groups:  # a resumed run may change these on purpose (resume_config)
+            g["lr"], g["weight_decay"] = self.cfg.lr, self.cfg.weight_decay
         self.gen.set_state(tensors["rng.train"])
         torch.set_rng_state(tensors["rng.torch"])
         self.step, self.images_seen, self.elapsed = info["step"], info["images_seen"], info["elapsed_s"]
@@ -408,13 +470,13 @@ class Trainer:
                        "worst_sigma": sigma[worst].item(), "worst_loss": losses[worst].item(),
                        "batch_loss": losses.mean().item()})
 
-    def keep_going(self, deadline: float) -> bool:
+    def keep_going(self, deadline: float, stop: StopRequest) -> bool:
         """Whether to take another step; all processes agree, or one would wait for the others forever."""
         if self.cfg.steps is not None and self.step >= self.cfg.steps:
             return False
-        if deadline == math.inf:
-            return True
-        return not any_rank(time.monotonic() >= deadline, self.device)
+        if deadline == math.inf and self.world.size == 1:
+            return not stop.requested
+        return not any_rank(time.monotonic() >= deadline or stop.requested, self.device)
 
     def checkpoint(self) -> None:
         if self.world.is_main:
@@ -429,8 +491,8 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and main), unit="step",
                    dynamic_ncols=True)
         window_t, window_imgs, losses, norms = time.monotonic(), 0, [], []
-        try:
-            while self.keep_going(deadline):
+        with StopRequest() as stop:
+            while self.keep_going(deadline, stop):
                 t0 = time.monotonic()
                 loss, grad_norm = self.train_step()
                 losses.append(loss)
@@ -454,13 +516,10 @@ class Trainer:
                     self.checkpoint()
                 if main and cfg.preview_every and self.step % cfg.preview_every == 0:
                     self.preview()
-        except KeyboardInterrupt:
-            if main:
-                self.save()
             bar.close()
-            raise
-        bar.close()
-        self.checkpoint()
+            self.checkpoint()
+        if stop.requested:
+            raise KeyboardInterrupt  # saved at a step boundary: --resume continues exactly
         if main and cfg.preview_every:
             self.preview()
         return self.out

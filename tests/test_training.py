@@ -97,3 +97,77 @@ def test_learning_rate_warms_up_then_follows_the_schedule():
 def test_bad_training_config(tmp_path, kw, message):
     with pytest.raises(DiffuseError, match=message):
         tiny_config(tmp_path, **kw)
+
+
+def _same_files(a, b):
+    for name in ("model.safetensors", "training_state.safetensors"):
+        x, y = load_file(a / name), load_file(b / name)
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), (name, k)
+
+
+@pytest.mark.parametrize("where", ["backward", "opt.step"])
+def test_ctrl_c_mid_step_stops_at_the_step_boundary_and_resumes_exactly(tmp_path, where):
+    """A SIGINT that lands inside a step (after its randomness is drawn, inside the optimizer's
+    update) must not save a half-made step: the stopped-and-resumed run equals an unbroken one."""
+    import os
+    import signal
+    Trainer(tiny_config(tmp_path / "straight", steps=6)).run()
+    trainer = Trainer(tiny_config(tmp_path / "split", steps=6))
+    calls = [0]
+    if where == "opt.step":
+        real = trainer.opt.step
+
+        def interrupted_step(*args, **kw):
+            calls[0] += 1
+            if calls[0] == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(*args, **kw)
+        trainer.opt.step = interrupted_step
+    else:
+        real = trainer.micro_step
+
+        def interrupted_micro(*args):
+            calls[0] += 1
+            out = real(*args)
+            if calls[0] == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+        trainer.micro_step = interrupted_micro
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert json.loads((tmp_path / "split" / "training_state.json").read_text())["step"] == 3
+    Trainer(tiny_config(tmp_path / "split", steps=6, resume=True)).run()
+    _same_files(tmp_path / "straight", tmp_path / "split")
+
+
+def test_resume_keeps_the_runs_own_settings_unless_given(tmp_path, recwarn):
+    from diffuse.training import resume_config
+    recipe = dict(lr=1e-3, weight_decay=0.01, ema_halflife_kimg=5.0, p_mean=-1.0, high_sigma_share=0.2,
+                  caption_dropout=0.2, clip_grad=1.0, lr_schedule="cosine", batch_size=4)
+    Trainer(tiny_config(tmp_path / "run", steps=3, **recipe)).run()
+    cfg = resume_config(tmp_path / "run", "shapes", minutes=1.0, progress=False)
+    assert {k: getattr(cfg, k) for k in recipe} == recipe and cfg.steps == 3 and cfg.preset == "tiny"
+    cfg = resume_config(tmp_path / "run", "shapes", steps=5, lr=5e-4, weight_decay=0.0, lr_schedule=None)
+    assert (cfg.lr, cfg.weight_decay, cfg.lr_schedule, cfg.steps) == (5e-4, 0.0, "cosine", 5)
+    trainer = Trainer(cfg)
+    assert [g["weight_decay"] for g in trainer.opt.param_groups] == [0.0]  # not the saved optimizer's 0.01
+    said = {str(w.message) for w in recwarn}
+    assert "the resumed run changes lr from 0.001 to 0.0005" in said
+    assert "the resumed run changes weight_decay from 0.01 to 0.0" in said
+    assert not any("ema" in m or "p_mean" in m for m in said)
+
+
+def test_cli_resume_takes_the_runs_settings(tmp_path):
+    from diffuse.cli import main
+    out = str(tmp_path / "run")
+    base = ["train", "--data", "shapes", "--out", out, "--preset", "tiny", "--data-size", "64", "--batch-size", "4",
+            "--preview-every", "0", "--quiet"]
+    assert main(base + ["--steps", "2", "--lr", "1e-3", "--p-mean", "-1.0"]) == 0
+    with pytest.warns(UserWarning, match="changes caption_dropout from 0.1 to 0.3"):
+        assert main(["train", "--data", "shapes", "--out", out, "--resume", "--steps", "3", "--preview-every", "0",
+                     "--quiet", "--caption-dropout", "0.3"]) == 0
+    state = json.loads((tmp_path / "run" / "training_state.json").read_text())
+    assert state["step"] == 3 and state["global_batch"] == 4
+    assert (state["train"]["lr"], state["train"]["p_mean"], state["train"]["caption_dropout"]) == (1e-3, -1.0, 0.3)
