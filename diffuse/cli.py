@@ -48,9 +48,12 @@ def _add_train(sub):
                         f"memory (default: {d('grad_accum')})")
     p.add_argument("--lr", type=float, help=f"AdamW peak learning rate (default: {d('lr'):g})")
     p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: {d('weight_decay'):g})")
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"],
-                   help="after the warm-up: constant, or cosine decay to lr/10 at the last of --steps "
-                        f"(default: {d('lr_schedule')})")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine", "rsqrt"],
+                   help="after the warm-up: constant; cosine decay to lr/10 at the last of --steps; or rsqrt, "
+                        "EDM2's lr / sqrt(step / ref) after --lr-ref-steps, which a longer --steps continues "
+                        f"unchanged (default: {d('lr_schedule')})")
+    p.add_argument("--lr-ref-steps", type=int,
+                   help=f"rsqrt: steps at the peak rate before the decay (default: {d('lr_ref_steps')})")
     p.add_argument("--seed", type=int, help=f"run seed: data order, noise (default: {d('seed')})")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="autocast: auto = bf16 on CUDA, fp32 on CPU (default: auto)")
@@ -290,7 +293,7 @@ def build_parser() -> Parser:
 # diffuse train's flags that name a TrainConfig field (None when not given)
 TRAIN_FLAGS = {"preset": "preset", "size": "image_size", "steps": "steps", "minutes": "minutes",
                "batch_size": "batch_size", "grad_accum": "grad_accum", "lr": "lr", "weight_decay": "weight_decay",
-               "lr_schedule": "lr_schedule", "seed": "seed", "data_size": "data_size",
+               "lr_schedule": "lr_schedule", "lr_ref_steps": "lr_ref_steps", "seed": "seed", "data_size": "data_size",
                "ema_halflife_kimg": "ema_halflife_kimg", "p_mean": "p_mean", "p_std": "p_std",
                "high_sigma_share": "high_sigma_share", "clip_grad": "clip_grad", "caption_dropout": "caption_dropout"}
 

@@ -41,15 +41,22 @@ from .model import TextToImageModel
 from .networks import preset
 
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "rsqrt")
 
 
-def learning_rate(step: int, peak: float, warmup: int, schedule: str = "constant", total: int | None = None) -> float:
-    """The rate of optimizer step `step` (0-based): a linear warm-up, then either the peak rate
-    throughout or a cosine decay from the peak to a tenth of it at the last step (Loshchilov &
-    Hutter 2017, SGDR; the floor of lr/10 is nanoGPT's, after Chinchilla)."""
+def learning_rate(step: int, peak: float, warmup: int, schedule: str = "constant", total: int | None = None,
+                  ref: int = 2000) -> float:
+    """The rate of optimizer step `step` (0-based): a linear warm-up, then
+    - constant: the peak rate throughout;
+    - cosine: a decay from the peak to a tenth of it at the last step (Loshchilov & Hutter 2017,
+      SGDR; the floor of lr/10 is nanoGPT's, after Chinchilla); it depends on the run's length;
+    - rsqrt: the peak until step `ref`, then peak / sqrt(step / ref) (EDM2, Karras et al. 2024,
+      eq. 17). It does not depend on the run's length, so a run extended with a larger --steps
+      continues the very same schedule."""
     if step < warmup:
         return peak * (step + 1) / warmup
+    if schedule == "rsqrt":
+        return peak / math.sqrt(max(step / ref, 1.0))
     if schedule == "constant" or total is None or total <= warmup + 1:
         return peak
     progress = min(1.0, (step - warmup) / (total - 1 - warmup))
@@ -67,7 +74,8 @@ class TrainConfig:
     lr: float = 2e-3                   # AdamW peak learning rate
     weight_decay: float = 0.0
     warmup_steps: int = 50             # linear learning-rate warm-up
-    lr_schedule: str = "constant"      # constant | cosine (to lr/10 at the last step; needs steps)
+    lr_schedule: str = "constant"      # constant | cosine (to lr/10 at the last step; needs steps) | rsqrt
+    lr_ref_steps: int = 2000           # rsqrt: steps at the peak before the 1/sqrt decay begins
     minutes: float | None = None       # wall-clock budget of this invocation
     steps: int | None = None           # total optimizer steps of the run (counts resumed steps)
     ema_halflife_kimg: float = 2.0     # EMA half-life in thousands of images (EDM's ema_halflife_kimg)
@@ -108,6 +116,8 @@ class TrainConfig:
             raise DiffuseError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise DiffuseError(f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.lr_ref_steps < 1:
+            raise DiffuseError(f"lr ref steps must be at least 1, got {self.lr_ref_steps}")
         if self.lr_schedule == "cosine" and self.steps is None:
             raise DiffuseError("the cosine lr schedule needs --steps (it decays over the whole run)")
         if not self.p_std > 0:
@@ -129,7 +139,7 @@ RUN_IDENTITY = ("data", "preset", "image_size", "seed", "data_size", "holdout")
 
 # Settings a resumed run keeps from its start unless given again on purpose (resume_config). The
 # rest say where and how to run (budget, device, precision, logging), not what is trained.
-RUN_RECIPE = RUN_IDENTITY + ("steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps", "lr_schedule",
+RUN_RECIPE = RUN_IDENTITY + ("steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps", "lr_schedule", "lr_ref_steps",
                              "ema_halflife_kimg", "ema_rampup", "caption_dropout", "p_mean", "p_std",
                              "high_sigma_share", "clip_grad")
 
@@ -438,7 +448,7 @@ class Trainer:
         global gradient norm before clipping."""
         cfg = self.cfg
         idx, drop, sigma, noise = self.draw_global_batch()
-        lr = learning_rate(self.step, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.steps)
+        lr = learning_rate(self.step, cfg.lr, cfg.warmup_steps, cfg.lr_schedule, cfg.steps, cfg.lr_ref_steps)
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)

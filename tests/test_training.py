@@ -87,6 +87,8 @@ def test_learning_rate_warms_up_then_follows_the_schedule():
     assert rates[60] == pytest.approx(0.55)  # half way down the cosine: 0.1 + 0.9 / 2
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
     assert [learning_rate(s, 1.0, 10, "constant", 110) for s in (10, 109)] == [1.0, 1.0]
+    rsqrt = [learning_rate(s, 1.0, 10, "rsqrt", None, ref=100) for s in (10, 100, 400, 10_000)]
+    assert rsqrt == pytest.approx([1.0, 1.0, 0.5, 0.1])  # EDM2 eq. 17: peak / sqrt(step / ref)
 
 
 @pytest.mark.parametrize("kw,message", [({"steps": None}, "budget"), ({"steps": 0}, "steps"),
@@ -171,3 +173,15 @@ def test_cli_resume_takes_the_runs_settings(tmp_path):
     state = json.loads((tmp_path / "run" / "training_state.json").read_text())
     assert state["step"] == 3 and state["global_batch"] == 4
     assert (state["train"]["lr"], state["train"]["p_mean"], state["train"]["caption_dropout"]) == (1e-3, -1.0, 0.3)
+
+
+def test_a_run_extended_with_more_steps_continues_the_same_rsqrt_schedule(tmp_path):
+    """The rsqrt schedule does not depend on --steps, so a run of 6 steps extended to 8 equals a
+    run asked for 8 from the start (a cosine would have decayed to its end at step 6)."""
+    kw = dict(lr_schedule="rsqrt", lr_ref_steps=2, warmup_steps=1, log_every=1)
+    Trainer(tiny_config(tmp_path / "straight", steps=8, **kw)).run()
+    Trainer(tiny_config(tmp_path / "extended", steps=6, **kw)).run()
+    Trainer(tiny_config(tmp_path / "extended", steps=8, resume=True, **kw)).run()
+    _same_files(tmp_path / "straight", tmp_path / "extended")
+    rates = [json.loads(r)["lr"] for r in (tmp_path / "extended" / "log.jsonl").read_text().splitlines()]
+    assert rates == pytest.approx([2e-3 / max(s / 2, 1) ** 0.5 for s in range(8)])
