@@ -20,11 +20,12 @@ from time_to_quality import evaluate_images, sample_diffuse  # noqa: E402
 from diffuse.networks import PRESETS  # noqa: E402
 from diffuse.pipeline import Pipeline  # noqa: E402
 from diffuse.training import TrainConfig, Trainer  # noqa: E402
+from recipes import BEFORE_ISSUE_23  # noqa: E402
 
 # Architectures tried here before any becomes a preset of its own.
 PRESETS.setdefault("small-coords", {**PRESETS["small"], "coords": True})
 
-# name: TrainConfig fields that differ from the defaults
+# name: TrainConfig fields that differ from the recipe the tables were made with (BEFORE_ISSUE_23)
 CANDIDATES = {
     "base": dict(p_mean=-1.2),  # EDM's value, the default before this comparison
     "pmean-0.4": dict(p_mean=-0.4),
@@ -51,7 +52,7 @@ def run(name: str, minutes: float, out: Path, per_prompt: int, guidance: float) 
     overrides = CANDIDATES[name]
     budget = {} if "steps" in overrides else {"minutes": minutes}  # a candidate with steps runs to them
     cfg = TrainConfig(data="shapes", out=str(out / name), progress=False, preview_every=0, checkpoint_every=0,
-                      **budget, **overrides)
+                      **budget, **{**BEFORE_ISSUE_23, **overrides})
     Trainer(cfg).run()
     pipe = Pipeline.load(out / name)
     r = evaluate_images(lambda prompts, n, seed: sample_diffuse(pipe, prompts, n, seed, guidance), per_prompt)

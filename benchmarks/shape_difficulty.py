@@ -20,6 +20,7 @@ in OUT/results.json.
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 import torch
@@ -28,6 +29,9 @@ from diffuse.data import POSITIONS, SHAPES, SIZES, ShapeSpec, pil_to_tensor, ren
 from diffuse.evaluation import Reader, load_reader, read
 from diffuse.pipeline import GenerateRequest, Pipeline
 from diffuse.training import TrainConfig, Trainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from recipes import BEFORE_ISSUE_23  # noqa: E402
 
 # variant: (images placed?, caption template, prompts to read the model with)
 VARIANTS = {
@@ -80,7 +84,8 @@ def main() -> None:
                 write_folder(data, placed, template, args.images)
             run = out / key
             Trainer(TrainConfig(data=str(data), out=str(run), steps=args.steps, preview_every=0,
-                                checkpoint_every=0, progress=False, resume=(run / "config.json").exists())).run()
+                                checkpoint_every=0, progress=False, resume=(run / "config.json").exists(),
+                                **BEFORE_ISSUE_23)).run()
             pipe = Pipeline.load(run)
             results[key] = {p: shape_match(pipe, reader, p) for p in prompts}
             results_path.write_text(json.dumps(results, indent=1))
