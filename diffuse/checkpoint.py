@@ -111,6 +111,9 @@ def _stage_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[Path, 
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
         _fsync(tmp)
+    except SafetensorError as e:  # safetensors reports a failed write (a full disk) as its own error
+        tmp.unlink(missing_ok=True)
+        raise OSError(str(e).removeprefix("Error while serializing: ")) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -387,14 +387,16 @@ class Trainer:
 
     def save(self) -> None:
         tensors, info = self._state()
-        summary = {"data": self.data.summary, "training": {
+        save_checkpoint(self.out, self.ema, self._summary(), tensors, info)
+
+    def _summary(self) -> dict:
+        return {"data": self.data.summary, "training": {
             "steps": self.step, "images_seen": self.images_seen, "elapsed_s": round(self.elapsed, 1),
             "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum, "world_size": self.world.size,
             "global_batch": self.global_batch, "device": self.device, "lr": self.cfg.lr, "preset": self.cfg.preset,
             "ema_halflife_kimg": self.cfg.ema_halflife_kimg, "caption_dropout": self.cfg.caption_dropout,
             "lr_schedule": self.cfg.lr_schedule, "p_mean": self.cfg.p_mean, "p_std": self.cfg.p_std,
-            "high_sigma_share": self.cfg.high_sigma_share}}
-        save_checkpoint(self.out, self.ema, summary, tensors, info)
+            "high_sigma_share": self.cfg.high_sigma_share, "clip_grad": self.cfg.clip_grad}}
 
     # -------------------------------------------------------------- logging
     def _log(self, row: dict) -> None:
@@ -461,6 +463,8 @@ class Trainer:
                 losses.append(self.micro_step(idx[part], drop[part], sigma[part], noise[part]))
         losses = torch.cat(losses)
         grad_norm = clip_gradients(self.model.parameters(), cfg.clip_grad)
+        if not torch.isfinite(grad_norm):  # the same on every process: DDP averaged the gradients
+            raise DiffuseError(self._nonfinite_message(losses))
         self._watch_spikes(grad_norm, losses, torch.cat([sigma[p] for p in parts]))
         self.opt.step()
         self.images_seen += self.global_batch
@@ -468,6 +472,13 @@ class Trainer:
         update_ema(self.ema, self.model, ema_beta(self.global_batch, self.images_seen, cfg.ema_halflife_kimg,
                                                   cfg.ema_rampup))
         return losses.mean(), grad_norm.detach()
+
+    def _nonfinite_message(self, losses: torch.Tensor) -> str:
+        what = "loss" if not torch.isfinite(losses).all() else "gradient"
+        saved = read_config(self.out)["training"]["steps"] if (self.out / CONFIG_FILE).exists() else None
+        kept = f"the checkpoint of step {saved} in {self.out} is intact" if saved is not None else "nothing was saved"
+        return (f"the {what} became nan or inf at step {self.step + 1}; the weights were not updated and {kept}: "
+                f"resume it with --resume and a lower --lr or --clip-grad 1")
 
     def _watch_spikes(self, grad_norm: torch.Tensor, losses: torch.Tensor, sigma: torch.Tensor) -> None:
         """Log a gradient spike with the layers it sits in and the noise level of the worst example."""
@@ -490,8 +501,48 @@ class Trainer:
 
     def checkpoint(self) -> None:
         if self.world.is_main:
-            self.save()
+            try:
+                self.save()
+            except OSError as e:  # a full disk, a file-size limit, a folder gone: one line, the old one kept
+                had = read_config(self.out)["training"]["steps"] if (self.out / CONFIG_FILE).exists() else None
+                kept = f"the checkpoint of step {had} is intact" if had is not None else "no earlier checkpoint exists"
+                raise DiffuseError(f"could not write the checkpoint of step {self.step} to {self.out} "
+                                   f"({e.strerror or e}); {kept}: free space and continue with --resume") from None
+            self._watch_probe()
         barrier()  # when any process returns, the checkpoint is complete
+
+    @torch.no_grad()
+    def probe_loss(self) -> float:
+        """The EDM loss of the EMA weights on a fixed probe: 32 training images, each at 4 fixed
+        noise levels (0.1 to 10) with fixed noise, so checkpoints of one run compare exactly."""
+        g, was_training = torch.Generator().manual_seed(12345), self.ema.training
+        self.ema.eval()  # no dropout: the probe must not draw from the run's random streams
+        idx = torch.randperm(len(self.data), generator=g)[:32]
+        y = self.data.images[idx].to(self.device)
+        cond = self.ema.encode([self.data.captions[i] for i in idx.tolist()])
+        total = 0.0
+        for s in (0.1, 0.5, 2.0, 10.0):
+            noise = torch.randn(y.shape, generator=g).to(self.device)
+            total += self.loss_fn(self.ema, y, cond, torch.full((len(y),), s, device=self.device), noise).mean().item()
+        self.ema.train(was_training)
+        return total / 4
+
+    def _watch_probe(self) -> None:
+        """Keep the checkpoint of the lowest probe loss in best/, and warn when a later one is
+        over twice that: the run has likely diverged (issue 23's 60-minute run went 0.10 to 0.6)."""
+        loss = self.probe_loss()
+        best_file = self.out / "best" / CONFIG_FILE
+        best = read_config(self.out / "best").get("probe_loss") if best_file.exists() else None
+        self._log({"event": "checkpoint", "step": self.step, "probe_loss": loss, "best_probe_loss": best})
+        if best is None or loss < best:
+            tensors, info = self._state()
+            save_checkpoint(self.out / "best", self.ema, {**self._summary(), "probe_loss": loss}, tensors, info)
+        elif loss > 2 * best:
+            best_step = read_config(self.out / "best")["training"]["steps"]
+            warnings.warn(f"the run may have diverged: probe loss {loss:.4f} at step {self.step} against {best:.4f} "
+                          f"at step {best_step}, kept in {self.out / 'best'}; to go on from there: diffuse train "
+                          f"--data {self.cfg.data} --out {self.out / 'best'} --resume --clip-grad 1 (or a lower --lr)",
+                          stacklevel=2)
 
     def run(self) -> Path:
         cfg, main = self.cfg, self.world.is_main

@@ -9,7 +9,7 @@ import torch
 from diffuse.checkpoint import load_checkpoint
 from diffuse.pipeline import GenerateRequest, Pipeline
 from diffuse.training import Trainer
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

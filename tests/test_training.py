@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from diffuse.denoiser import EDMLoss
 from diffuse.errors import DiffuseError
 from diffuse.pipeline import GenerateRequest, Pipeline
 from diffuse.training import Trainer, batch_indices, ema_beta, learning_rate
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 
 def _fixed_loss(model, data):
@@ -185,3 +187,61 @@ def test_a_run_extended_with_more_steps_continues_the_same_rsqrt_schedule(tmp_pa
     _same_files(tmp_path / "straight", tmp_path / "extended")
     rates = [json.loads(r)["lr"] for r in (tmp_path / "extended" / "log.jsonl").read_text().splitlines()]
     assert rates == pytest.approx([2e-3 / max(s / 2, 1) ** 0.5 for s in range(8)])
+
+
+def test_a_nan_loss_stops_the_run_before_it_poisons_the_weights(tmp_path):
+    Trainer(tiny_config(tmp_path / "run", steps=2)).run()
+    before = load_file(tmp_path / "run" / "model.safetensors")
+    trainer = Trainer(tiny_config(tmp_path / "run", steps=4, resume=True))
+    trainer.data.images[:] = float("nan")
+    with pytest.raises(DiffuseError, match=r"loss became nan or inf at step 3; .*checkpoint of step 2 .* is intact"):
+        trainer.run()
+    assert all(p.isfinite().all() for p in trainer.model.parameters())  # the optimizer never stepped on it
+    after = load_file(tmp_path / "run" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_with_one_line_and_keeps_the_last(tmp_path):
+    """A file-size limit (RLIMIT_FSIZE) stands in for a full disk: the write fails with EFBIG.
+    The resumed run goes in a fresh interpreter (a forked one can hang in OpenMP)."""
+    import subprocess
+    import sys
+    Trainer(tiny_config(tmp_path / "run", steps=2)).run()
+    before = load_file(tmp_path / "run" / "model.safetensors")
+    script = (
+        "import resource, signal\n"
+        "from conftest import tiny_config\n"
+        "from diffuse.training import Trainer\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing us\n"
+        f"trainer = Trainer(tiny_config({str(tmp_path / 'run')!r}, steps=3, resume=True))\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))\n"
+        "trainer.run()\n")
+    tests = str(Path(__file__).parent)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, str(Path(tests).parent)])})
+    said = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and said.startswith("diffuse.errors.DiffuseError: could not write the checkpoint "
+                                                    "of step 3"), done.stderr
+    assert "the checkpoint of step 2 is intact" in said
+    after = load_file(tmp_path / "run" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_best_checkpoint_is_kept_apart_and_divergence_warns(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path / "run", steps=4, checkpoint_every=1))
+    probes = iter([1.0, 0.5, 0.8, 1.2])
+    trainer.probe_loss = lambda: next(probes)
+    with pytest.warns(UserWarning, match=r"may have diverged: probe loss 1.2000 at step 4 against 0.5000 at step 2"):
+        trainer.run()
+    from diffuse.checkpoint import load_checkpoint
+    _, best = load_checkpoint(tmp_path / "run" / "best")
+    assert best["training"]["steps"] == 2 and best["probe_loss"] == 0.5
+    Trainer(tiny_config(tmp_path / "run" / "best", steps=3, resume=True)).run()  # resumable, as the warning says
+
+
+def test_the_probe_loss_is_exact_and_leaves_the_run_untouched(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path / "run", steps=2))
+    state = torch.get_rng_state(), trainer.gen.get_state()
+    assert trainer.probe_loss() == trainer.probe_loss()
+    assert torch.equal(state[0], torch.get_rng_state()) and torch.equal(state[1], trainer.gen.get_state())
