@@ -22,7 +22,7 @@ from diffuse.distributed import World, backend_for, shard
 from diffuse.errors import DiffuseError
 from diffuse.prompts import SEED_STRIDE, read_prompt_file, requests_from_entries
 from diffuse.training import TrainConfig, Trainer, autocast_dtype, micro_batches
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -8,7 +8,7 @@ from diffuse.denoiser import EDMLoss
 from diffuse.errors import DiffuseError
 from diffuse.pipeline import GenerateRequest, Pipeline
 from diffuse.training import Trainer, batch_indices, ema_beta, learning_rate
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 
 def _fixed_loss(model, data):
