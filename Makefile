@@ -9,12 +9,14 @@ export OMP_NUM_THREADS ?= 2
 .PHONY: demo test docs install clean
 MODEL   ?= diffuse/models/shapes
 
-# The web page's tests drive Debian's chromium through playwright (no browser download).
+# The web page's tests drive Debian's chromium through playwright (no browser download); the emoji
+# data's noto style draws Debian's Noto Color Emoji font.
+NOTO    := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 $(STAMP): pyproject.toml Makefile
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	(command -v chromium >/dev/null && test -f $(NOTO)) || (apt-get update && apt-get install -y chromium fonts-noto-color-emoji)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,digits]"
+	$(BIN)/pip install --quiet -e ".[dev,digits,emoji]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,4 +1,4 @@
-"""The `diffuse` command: train, generate, img2img, inpaint, outpaint, vary, explain, plot, info, serve.
+"""The `diffuse` command: train, data, generate, img2img, inpaint, outpaint, vary, explain, plot, info, serve.
 
 Errors in the user's input print one line, `diffuse: error: ...`, and exit with code 2.
 """
@@ -27,13 +27,14 @@ class Parser(argparse.ArgumentParser):
 def _add_train(sub):
     p = sub.add_parser("train", help="train a model on captioned images",
                        description="Train a text-to-image model. DATA is 'shapes' (procedural captioned shapes), "
-                                   "'digits' (scikit-learn's digits) or an image folder with captions "
+                                   "'digits' (scikit-learn's digits), 'emoji' (emoji art in three styles, built into "
+                                   "the cache on first use: see diffuse data emoji) or an image folder with captions "
                                    "(metadata.jsonl lines {\"file_name\", \"text\"} or a .txt file beside each image). "
                                    "With --resume, every setting of what is trained (network, data, batch, learning "
                                    "rate and schedule, EMA, noise levels, dropout, clipping, --steps) is the run's "
                                    "own unless given again, and a changed one is named.")
     d = _train_default
-    p.add_argument("--data", required=True, help="shapes, digits or a path to an image folder")
+    p.add_argument("--data", required=True, help="shapes, digits, emoji or a path to an image folder")
     p.add_argument("--out", required=True, help="run directory for the checkpoint, log.jsonl and previews/")
     p.add_argument("--preset", choices=list(PRESETS), help=f"network size (default: {d('preset')})")
     p.add_argument("--size", type=int, choices=[32, 64], help=f"image size (default: {d('image_size')})")
@@ -64,7 +65,8 @@ def _add_train(sub):
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: 1000)")
     p.add_argument("--data-size", type=int, help=f"images drawn for 'shapes' (default: {d('data_size')})")
     p.add_argument("--all-pairs", action="store_true", default=None,
-                   help="shapes: train on every (shape, colour) pair; by default six pairs are held out for evaluation")
+                   help="train on the pairs held out for evaluation too: shapes' six (shape, colour) pairs, an image "
+                        "folder's rows marked \"held_out\" (emoji: about 10%% of (concept, style) pairs)")
     p.add_argument("--ema-halflife-kimg", type=float,
                    help=f"EMA half-life in thousands of images (default: {d('ema_halflife_kimg'):g}; "
                         "longer runs gain from longer)")
@@ -256,6 +258,36 @@ def _add_eval(sub):
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH ('-' for stdout only)")
 
 
+def _styles(text: str) -> list[str]:
+    from .emoji import STYLES
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in STYLES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown style {bad[0]!r}: choose from {','.join(STYLES)}" if bad else
+                                         f"give at least one style of {','.join(STYLES)}")
+    return names
+
+
+def _add_data(sub):
+    p = sub.add_parser("data", help="build a captioned image folder to train on",
+                       description="Build a captioned image folder that diffuse train --data takes.")
+    dsub = p.add_subparsers(dest="what", required=True, parser_class=Parser)
+    q = dsub.add_parser("emoji", help="emoji art of everyday concepts in three styles",
+                        description="Write emoji art (Twemoji, Noto Color Emoji, OpenMoji) of ~1,650 concepts with "
+                                    "their skin-tone and gender variants as an image folder: STYLE/*.png, "
+                                    "metadata.jsonl (three captions per image: CLDR name, keywords, category, style) "
+                                    "and LICENSES.md. About 10% of (concept, style) pairs are marked held_out and "
+                                    "left out of training. Needs pip install 'diffuse[emoji]' and, for noto, "
+                                    "apt-get install fonts-noto-color-emoji.")
+    q.add_argument("out", help="folder to write (must not exist, or be empty)")
+    q.add_argument("--styles", type=_styles, default="twemoji,noto,openmoji",
+                   help="comma-separated styles (default: twemoji,noto,openmoji)")
+    q.add_argument("--size", type=int, default=32, choices=[32, 64], help="image size (default: 32)")
+    q.add_argument("--flags", action="store_true", help="include the ~270 flags (left out by default)")
+    q.add_argument("--limit", type=int, help="only the first N emoji of Unicode's list, for a quick look")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_serve(sub):
     p = sub.add_parser("serve", help="serve a model over HTTP: OpenAI-style Images API and a web page",
                        description="Serve a model over HTTP: OpenAI-compatible /v1/images/generations, edits and "
@@ -281,6 +313,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="diffuse", description="Train text-to-image diffusion models and generate images.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_train(sub)
+    _add_data(sub)
     _add_generate(sub)
     _add_edit(sub)
     _add_explain(sub)
@@ -311,6 +344,16 @@ def cmd_train(a) -> None:
     out = train(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"saved {out}")
+
+
+def cmd_data(a) -> None:
+    from .emoji import build_emoji_folder
+    if a.limit is not None and a.limit < 1:
+        raise DiffuseError("--limit must be at least 1")
+    s = build_emoji_folder(a.out, styles=a.styles, size=a.size, flags=a.flags, limit=a.limit, progress=not a.quiet)
+    per_style = ", ".join(f"{n:,} {name}" for name, n in s["images_per_style"].items())
+    print(f"wrote {s['images']:,} images of {s['emoji']:,} emoji ({s['concepts']:,} concepts; {per_style}; "
+          f"{s['held_out']:,} held out) to {a.out} in {s['seconds']:.0f} s")
 
 
 def output_paths(out: str, seeds: list[int], prompt: str) -> tuple[list[Path], Path]:
@@ -565,7 +608,7 @@ def cmd_serve(a) -> None:
     uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "img2img": cmd_img2img, "inpaint": cmd_inpaint,
+COMMANDS = {"train": cmd_train, "data": cmd_data, "generate": cmd_generate, "img2img": cmd_img2img, "inpaint": cmd_inpaint,
             "outpaint": cmd_outpaint, "vary": cmd_vary, "explain": cmd_explain, "plot": cmd_plot, "eval": cmd_eval,
             "info": cmd_info, "serve": cmd_serve}
 

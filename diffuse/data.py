@@ -1,4 +1,5 @@
-"""Captioned image data: image folders, procedural shapes and scikit-learn's digits.
+"""Captioned image data: image folders, procedural shapes, scikit-learn's digits and (built by
+diffuse/emoji.py into an image folder) emoji art.
 
 Every dataset yields (image, caption) with images as float tensors [3, H, W] in [-1, 1].
 """
@@ -58,27 +59,56 @@ class TensorDataset(torch.utils.data.Dataset):
 
 # ----------------------------------------------------------------------------- image folders
 
-def _read_metadata(folder: Path) -> dict[Path, str]:
+@dataclass
+class FolderMetadata:
+    """What the metadata.jsonl files below a folder say about its images."""
+
+    captions: dict[Path, list[str]] = field(default_factory=dict)  # image -> its captions, "text" first
+    held_out: set[Path] = field(default_factory=set)                # images kept out of training
+
+
+def _row_captions(row: dict) -> list[str]:
+    """"text", or a row's list "captions" (several captions of one image: each becomes a
+    training example of its own, so one image is seen with all of them)."""
+    if "captions" not in row:
+        return [str(row["text"])]
+    caps = row["captions"]
+    if not isinstance(caps, list) or not caps or not all(isinstance(c, str) for c in caps):
+        raise TypeError
+    return caps
+
+
+def _read_metadata(folder: Path) -> FolderMetadata:
     """Captions from every metadata.jsonl below `folder` (Hugging Face imagefolder convention:
-    file_name is relative to the metadata file's own folder)."""
-    captions = {}
+    file_name is relative to the metadata file's own folder). Beyond the convention, a row may
+    carry "captions" (a list of strings) and "held_out": true (kept for evaluation)."""
+    found = FolderMetadata()
     for meta in sorted(folder.rglob("metadata.jsonl")):
         for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                name, text = row["file_name"], row["text"]
+                path = (meta.parent / row["file_name"]).resolve()
+                found.captions[path] = _row_captions(row)
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"{meta}:{n}: expected a JSON object with 'file_name' and 'text'") from None
-            captions[(meta.parent / name).resolve()] = str(text)
-    return captions
+                raise DataError(f"{meta}:{n}: expected a JSON object with 'file_name' and 'text' "
+                                f"(and, if any, 'captions' as a list of strings)") from None
+            if row.get("held_out") is True:
+                found.held_out.add(path)
+    return found
 
 
-def load_image_folder(path: str | Path, size: int) -> TensorDataset:
+def _sidecar_caption(image: Path) -> list[str] | None:
+    txt = image.with_suffix(".txt")
+    return [txt.read_text(encoding="utf-8", errors="replace").strip()] if txt.is_file() else None
+
+
+def load_image_folder(path: str | Path, size: int, holdout: bool = True) -> TensorDataset:
     """All images below `path` with a caption (metadata.jsonl or a .txt file beside the image),
-    resized and centre-cropped to `size`. Unreadable files and images without captions are
-    skipped, counted and reported; no usable image at all is an error."""
+    resized and centre-cropped to `size`; an image with several captions is one example per
+    caption. Images marked held_out are left out unless `holdout` is False. Unreadable files and
+    images without captions are skipped, counted and reported; no usable image is an error."""
     folder = Path(path)
     if not folder.exists():
         raise DataError(f"data path {str(folder)!r} does not exist")
@@ -86,12 +116,14 @@ def load_image_folder(path: str | Path, size: int) -> TensorDataset:
         raise DataError(f"data path {str(folder)!r} is not a folder")
     meta = _read_metadata(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    images, captions, uncaptioned, unreadable = [], [], 0, 0
+    images, captions, rows = [], [], []
+    uncaptioned = unreadable = held_out = 0
     for f in files:
-        caption = meta.get(f.resolve())
-        if caption is None and f.with_suffix(".txt").is_file():
-            caption = f.with_suffix(".txt").read_text(encoding="utf-8", errors="replace").strip()
-        if caption is None:
+        if holdout and f.resolve() in meta.held_out:
+            held_out += 1
+            continue
+        caps = meta.captions.get(f.resolve()) or _sidecar_caption(f)
+        if caps is None:
             uncaptioned += 1
             continue
         try:
@@ -101,17 +133,22 @@ def load_image_folder(path: str | Path, size: int) -> TensorDataset:
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
             unreadable += 1
             continue
-        captions.append(caption)
+        captions += caps
+        rows += [len(images) - 1] * len(caps)
     if uncaptioned or unreadable:
         warnings.warn(f"skipped {uncaptioned} image(s) without a caption and {unreadable} unreadable "
                       f"file(s) in {folder}", stacklevel=2)
     if not images:
         raise DataError(f"no usable captioned images in {str(folder)!r} ({len(files)} image file(s), "
-                        f"{uncaptioned} without caption, {unreadable} unreadable); captions come from "
-                        f"metadata.jsonl lines {{\"file_name\", \"text\"}} or .txt files beside the images")
-    summary = {"kind": "folder", "path": str(folder), "images": len(images), "skipped_uncaptioned": uncaptioned,
-               "skipped_unreadable": unreadable, "size": size}
-    return TensorDataset(torch.stack(images), captions, summary)
+                        f"{uncaptioned} without caption, {unreadable} unreadable, {held_out} held out); captions "
+                        f"come from metadata.jsonl lines {{\"file_name\", \"text\"}} or .txt files beside the images")
+    stacked = torch.stack(images)
+    if len(rows) > len(images):  # the training loop indexes examples, so each caption gets a row
+        stacked = stacked[torch.tensor(rows)]
+    summary = {"kind": "folder", "path": str(folder), "images": len(images), "examples": len(captions),
+               "skipped_uncaptioned": uncaptioned, "skipped_unreadable": unreadable, "held_out": held_out,
+               "size": size}
+    return TensorDataset(stacked, captions, summary)
 
 
 # ----------------------------------------------------------------------------- procedural shapes
@@ -241,9 +278,13 @@ def load_digits(size: int = 32, seed: int = 0) -> TensorDataset:
 
 def load_dataset(spec: str, size: int, seed: int = 0, shapes: int = 20000, holdout: bool = True) -> TensorDataset:
     """`shapes` (that many drawn, without the HELD_OUT pairs unless holdout is False), `digits`,
-    or a path to an image folder."""
+    `emoji` (built into the cache on first use), or a path to an image folder (without its
+    held-out images unless holdout is False)."""
     if spec == "shapes":
         return load_shapes(size, n=shapes, seed=seed, exclude=HELD_OUT if holdout else frozenset())
     if spec == "digits":
         return load_digits(size, seed=seed)
-    return load_image_folder(spec, size)
+    if spec == "emoji":
+        from .emoji import cached_emoji_folder  # the emoji extra is optional: imported only when asked for
+        return load_image_folder(cached_emoji_folder(size), size, holdout=holdout)
+    return load_image_folder(spec, size, holdout=holdout)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import cache_dir
 from .data import (BACKGROUNDS, COLORS, DIGIT_WORDS, HELD_OUT, POSITIONS, SHAPES, SIZES, ShapeSpec, pil_to_tensor,
                    render_shape, shape_specs)
 from .errors import DiffuseError
@@ -211,10 +212,6 @@ def features(reader: Reader, images: torch.Tensor, batch: int = 256) -> torch.Te
 def read_features(reader: Reader, feats: torch.Tensor) -> dict[str, torch.Tensor]:
     """`read` from features already computed: the heads only, so one pass of the CNN serves both."""
     return {k: h(feats.float()).argmax(1) for k, h in reader.heads.items()}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DIFFUSE_CACHE", Path.home() / ".cache" / "diffuse"))
 
 
 def load_reader(task_name: str, size: int, progress: Callable[[str], None] | None = None) -> tuple[Reader, dict]:

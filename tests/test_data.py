@@ -62,6 +62,31 @@ def test_unusable_folders_are_clear_errors(tmp_path, setup, message):
             load_image_folder(tmp_path, 8)
 
 
+def test_several_captions_and_held_out_rows(tmp_path):
+    _img(tmp_path / "a.png", color=(255, 0, 0))
+    _img(tmp_path / "b.png", color=(0, 0, 255))
+    _img(tmp_path / "c.png", color=(0, 255, 0))
+    rows = [{"file_name": "a.png", "text": "red", "captions": ["red", "a red square", "crimson"]},
+            {"file_name": "b.png", "text": "blue"},
+            {"file_name": "c.png", "text": "green", "held_out": True}]
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = load_image_folder(tmp_path, 8)
+    assert sorted(ds.captions) == ["a red square", "blue", "crimson", "red"]  # one example per caption
+    assert all(ds.images[ds.captions.index(c)][0].mean() > 0.9 for c in ("red", "a red square", "crimson"))
+    assert ds.images[ds.captions.index("blue")][2].mean() > 0.9
+    assert ds.summary["images"] == 2 and ds.summary["examples"] == 4 and ds.summary["held_out"] == 1
+    everything = load_dataset(str(tmp_path), 8, holdout=False)
+    assert "green" in everything.captions and len(everything) == 5
+
+
+@pytest.mark.parametrize("captions", [[], "one string", [1, 2]])
+def test_bad_captions_lists_are_clear_errors(tmp_path, captions):
+    _img(tmp_path / "a.png")
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "x", "captions": captions}))
+    with pytest.raises(DataError, match="metadata.jsonl:1: .*'captions' as a list of strings"):
+        load_image_folder(tmp_path, 8)
+
+
 def test_missing_path_and_file_path(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_dataset(str(tmp_path / "nope"), 32)
