@@ -249,7 +249,9 @@ def _add_eval(sub):
                                    "attribute matched least was read as (a confusion table).")
     p.add_argument("model", nargs="?", help="checkpoint directory (default: the bundled shapes model)")
     p.add_argument("--per-prompt", type=int, default=2, help="images per prompt (default: 2; at least 2 for diversity)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first prompt's images (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="which set of images: every (seed, prompt, image) has its own noise, so two seeds share "
+                        "no image; 0 to 2^31-1 (default: 0)")
     p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
     p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
                    help="(default: %(default)s)")
@@ -558,8 +560,10 @@ def cmd_info(a) -> None:
 
 def cmd_eval(a) -> None:
     from .evaluation import evaluate, format_table
-    if a.per_prompt < 1:
-        raise DiffuseError("--per-prompt must be at least 1")
+    if not 1 <= a.per_prompt < 2 ** 16:
+        raise DiffuseError("--per-prompt must be between 1 and 65535")
+    if not 0 <= a.seed < 2 ** 31:
+        raise DiffuseError("eval's --seed must be between 0 and 2^31 - 1 (each seed is its own set of images)")
     pipe = load_pipeline(a)
     result = evaluate(pipe, per_prompt=a.per_prompt, seed=a.seed, progress=lambda m: print(m, file=sys.stderr),
                       steps=a.steps, sampler=a.sampler, guidance=a.guidance)

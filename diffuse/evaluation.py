@@ -320,6 +320,16 @@ def model_task(config: dict) -> str:
     return kind
 
 
+def eval_seed(seed: int, prompt: int, image: int = 0) -> int:
+    """The noise seed of image `image` of prompt `prompt` in the evaluation run `seed`: each
+    (seed, prompt, image) gets its own stream, so runs at two seeds share no image whatever
+    --per-prompt is (the old seed + 1000 * prompt + image made --seed 1 repeat half of --seed 0).
+    Up to 2^16 prompts and images each; the result stays below 2^63 for seeds below 2^31."""
+    if not (0 <= prompt < 2 ** 16 and 0 <= image < 2 ** 16 and 0 <= seed < 2 ** 31):
+        raise ValueError(f"evaluation seed out of range: seed {seed}, prompt {prompt}, image {image}")
+    return (seed << 32) + (prompt << 16) + image
+
+
 def evaluate(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[[str], None] | None = None,
              batch_prompts: int = 32, **request_kw) -> dict:
     """Generate `per_prompt` images for every prompt of the model's dataset and score them."""
@@ -329,7 +339,8 @@ def evaluate(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[[str],
     reader, info = load_reader(task.name, size, progress)
     prompts = task.prompts()
     images, t0 = [], time.monotonic()
-    requests = [GenerateRequest(prompt=p.prompt, n=per_prompt, seed=seed + 1000 * i, **request_kw)
+    # A request's images take the seeds seed, seed + 1, ...: those of eval_seed(seed, i, k).
+    requests = [GenerateRequest(prompt=p.prompt, n=per_prompt, seed=eval_seed(seed, i), **request_kw)
                 for i, p in enumerate(prompts)]
     for start in range(0, len(requests), batch_prompts):
         # Many prompts per pass: the same images as one prompt at a time (per-image seeds), faster.

@@ -117,3 +117,20 @@ def test_cli_eval_refuses_a_folder_model(tmp_path, capsys):
                         preview_every=0, checkpoint_every=0, progress=False)).run()
     assert main(["eval", str(tmp_path / "run")]) == 2
     assert "eval reads the procedural datasets" in capsys.readouterr().err
+
+
+def test_two_evaluation_seeds_share_no_image():
+    """Every (seed, prompt, image) has its own noise stream: the images of --seed 0 and --seed 1
+    (any --per-prompt) are disjoint, and a request's consecutive seeds are its images' ones."""
+    from diffuse.evaluation import eval_seed
+    from diffuse.pipeline import GenerateRequest
+    n_prompts = len(TASKS["shapes"].prompts())
+
+    def seeds(seed, per_prompt):
+        return {s for i in range(n_prompts)
+                for s in GenerateRequest("x", n=per_prompt, seed=eval_seed(seed, i)).seeds}
+    assert len(seeds(0, 6)) == 6 * n_prompts and not seeds(0, 6) & seeds(1, 6) and not seeds(1, 2) & seeds(2, 6)
+    assert [eval_seed(3, 5, k) for k in range(4)] == GenerateRequest("x", n=4, seed=eval_seed(3, 5)).seeds
+    assert eval_seed(2 ** 31 - 1, 2 ** 16 - 1, 2 ** 16 - 1) < 2 ** 63
+    with pytest.raises(ValueError):
+        eval_seed(0, 0, 2 ** 16)
