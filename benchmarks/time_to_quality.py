@@ -1,39 +1,123 @@
-"""Quality reached after fixed CPU budgets: diffuse's recipe against a Hugging Face diffusers one.
+"""Time to quality: diffuse's training recipes and a Hugging Face diffusers baseline at equal wall clock.
 
     .venv/bin/pip install diffusers            # only this benchmark needs it
-    .venv/bin/python benchmarks/time_to_quality.py [--budgets 5 10 20] [--systems diffuse diffusers]
+    .venv/bin/python benchmarks/time_to_quality.py [--budgets 5 10 20 60] [--systems before defaults diffusers]
+                                                   [--per-prompt 2] [--guidance 2] [--out runs/time_to_quality]
 
-Each system trains from scratch on `shapes` (held-out pairs left out, as by default) and is
-scored by `diffuse eval`'s reader after each cumulative budget (5, then 5 more, then 10 more
-minutes of wall clock, data drawing included; evaluation time not counted).
+Every system trains from scratch on `shapes` (20,000 draws, seed 0, the held-out pairs left out,
+as `diffuse train` by default), one system at a time (the cores are shared), and is scored after
+each cumulative budget (5, 10, 20 and 60 minutes of wall clock) like `diffuse eval` at its
+defaults: the evaluator's 108 prompts x --per-prompt images, image k of prompt i drawn from the
+noise seed eval_seed(0, i, k), 20 steps of DPM-Solver++(2M) at --guidance (default 2, `diffuse
+eval`'s; the 2026-11-29 table in RESULTS.md ran at 3).
 
-- diffuse: the defaults of `diffuse train` (small preset, EDM preconditioning and loss, EMA),
-  sampled with 20 steps of DPM-Solver++(2M) at guidance 3, as the diffusers side.
-- diffusers: `UNet2DConditionModel` of about the same FLOPs per image (printed), DDPMScheduler
-  with epsilon prediction (Stable Diffusion's scaled-linear betas, as `train_text_to_image.py`
-  loads them), diffuse's own text encoder (its tokens are the cross-attention states), the
-  script's defaults (AdamW lr 1e-4, constant schedule, batch 16, no EMA) except 10% caption
-  dropout, which the script lacks and guidance needs; sampled with DPMSolverMultistepScheduler,
-  20 steps, guidance 3.
+The clocks. Each system's clock starts just before its setup, the same work on both sides:
+drawing the 20,000 training images and building the networks, the optimizer and the EMA (diffuse:
+constructing its Trainer, which is what `diffuse train` does before the first step; diffusers:
+load_dataset and DiffusersRecipe). The setup is charged against the first budget: training
+stops when setup + training reach it, and each later budget adds its difference in training
+time. Neither clock counts imports (done before), evaluation after a budget, or what only the
+benchmark's pauses between budgets cost: diffuse writes its checkpoint (with its probe loss) at
+the end of each invocation and continues for the next budget with --resume, which draws the
+data again and reloads the weights (resume_config: the run keeps its own recipe); diffusers keeps
+its model in memory. The step in flight at a deadline finishes (about 0.3 s with the machine quiet).
 
-Run it with nothing else working: both systems are timed by the wall clock.
+diffuse arms, each a fully pinned recipe (every field of RECIPE_FIELDS, printed before the table
+and written to results.json), so a row reruns as it ran whatever the defaults become:
+- before: recipes.BEFORE_ISSUE_23, the default of `diffuse train` before issue 23 (constant lr
+  2e-3 after 50 warm-up steps, batch 16, no gradient clipping, EMA half-life 2 kimg, P_mean -0.4);
+- defaults: whatever TrainConfig's defaults are when the script runs (the printout says which);
+- the CANDIDATES below: recipes.BEFORE_ISSUE_23 with named changes; add one there to try it.
+All run on the CPU in fp32 (the CPU's `--precision auto`), without torch.compile.
+
+diffusers, as its pixel-space training from scratch is written in diffusers' unconditional
+example (examples/unconditional_image_generation/train_unconditional.py): DDPMScheduler with
+1000 steps and its default linear betas (1e-4 to 0.02, which reach pure noise: alpha_bar 4e-5 at
+the last step; Stable Diffusion's scaled-linear betas are made for latents and stop short of it
+in pixel space), epsilon prediction and MSE loss; AdamW at lr 1e-4, betas (0.95, 0.999), weight
+decay 1e-6, eps 1e-8, batch 16; 500 linear warm-up steps; the gradient norm clipped to 1.0;
+EMAModel with warm-up (inv_gamma 1, power 3/4, max decay 0.9999), whose weights are sampled.
+Learning-rate schedule: the example defaults to a cosine decay over the run's total steps
+(epochs x batches), which a wall-clock budget does not know up front. This uses its
+"constant_with_warmup" option instead: the budgets are snapshots of one run, so a cosine sized to
+the last budget would still be near its peak at the earlier ones, and one sized from the rate of
+the first minute would make the schedule, hence the table, depend on how busy the cores were.
+Text conditioning is not in the example; added here as a diffusers user would: a
+UNet2DConditionModel (32/64/64 channels, cross-attention at 16x16 and 8x8) of about the FLOPs
+per image of diffuse's small preset (both printed), diffuse's own text encoder, trained with it,
+for the cross-attention states, and 10% empty captions so guidance has an unconditional model.
+Sampled with DPMSolverMultistepScheduler (DPM-Solver++ 2M), 20 steps, the same guidance and the
+same noise seeds as the diffuse side.
+
+Run it with nothing else working: every clock is the wall clock.
 """
 
 import argparse
 import json
+import sys
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from diffuse.checkpoint import CONFIG_FILE
 from diffuse.data import load_dataset
-from diffuse.evaluation import TASKS, load_reader, score
+from diffuse.errors import DiffuseError
+from diffuse.evaluation import TASKS, eval_seed, load_reader, score
 from diffuse.model import TextToImageModel
 from diffuse.networks import preset
-from diffuse.pipeline import Pipeline
+from diffuse.pipeline import GenerateRequest, Pipeline
 from diffuse.samplers import SeededNoise
-from diffuse.training import TrainConfig, Trainer, batch_indices
+from diffuse.training import RUN_RECIPE, TrainConfig, Trainer, batch_indices, resume_config
+
+sys.path.insert(0, str(Path(__file__).parent))  # recipes.py sits beside this file
+from recipes import BEFORE_ISSUE_23  # noqa: E402
+
+DATA = dict(seed=0, data_size=20000, holdout=True)  # the data both sides train on
+SAMPLER_STEPS = 20
+GUIDANCE = 2.0       # `diffuse eval`'s default; the 2026-11-29 table ran at 3
+DIFFUSE_MACHINE = dict(device="cpu", precision="fp32", compile=False, progress=False, preview_every=0,
+                       checkpoint_every=0)
+
+# What an arm pins: every recipe setting of a run, less the data (DATA) and the step target.
+RECIPE_FIELDS = tuple(k for k in RUN_RECIPE if k not in ("data", "seed", "data_size", "holdout", "steps"))
+
+# name: changes to recipes.BEFORE_ISSUE_23 (so a candidate stays what it was when defaults change)
+CANDIDATES = {
+    "clip-rsqrt": dict(clip_grad=1.0, lr_schedule="rsqrt", lr_ref_steps=2000),
+}
+
+DIFFUSERS_SETUP = (
+    "diffusers: its unconditional training example's recipe for pixel space from scratch "
+    "(train_unconditional.py): DDPMScheduler, 1000 steps, linear betas 1e-4..0.02, epsilon prediction; "
+    "AdamW lr 1e-4, betas (0.95, 0.999), weight decay 1e-6, eps 1e-8, batch 16; 500 warm-up steps, "
+    "then constant (the example's cosine needs the run's length, which a time budget does not give); "
+    "gradient norm clipped to 1.0; EMAModel (inv_gamma 1, power 3/4, max decay 0.9999), sampled with "
+    "the EMA weights. Added for text: UNet2DConditionModel of about diffuse's FLOPs with diffuse's text "
+    "encoder (trained with it) and 10% empty captions. Sampled with DPMSolverMultistepScheduler, "
+    "20 steps, guidance {guidance:g}, the same seeds as diffuse.")
+
+CLOCK = ("Clock: each system's starts before its setup (drawing the data, building networks, optimizer, "
+         "EMA), which counts against the first budget; evaluation, imports, and diffuse's checkpoint "
+         "and --resume between budgets do not count.")
+
+
+def train_defaults() -> dict:
+    """TrainConfig's recipe defaults as they are in this checkout."""
+    return {f.name: f.default for f in fields(TrainConfig) if f.name in RECIPE_FIELDS}
+
+
+def arm_recipe(name: str) -> dict:
+    """The full recipe of a diffuse arm; every setting given, none left to a default."""
+    recipe = {"before": BEFORE_ISSUE_23, "defaults": train_defaults()}.get(name)
+    if recipe is None:
+        recipe = {**BEFORE_ISSUE_23, **CANDIDATES[name]}
+    missing = [k for k in RECIPE_FIELDS if k not in recipe]
+    if missing:
+        raise DiffuseError(f"arm {name!r} does not pin {', '.join(missing)}")
+    return {k: recipe[k] for k in RECIPE_FIELDS}
 
 
 def flops_per_image(fn) -> float:
@@ -45,32 +129,49 @@ def flops_per_image(fn) -> float:
 
 # ----------------------------------------------------------------------------- diffuse
 
-def run_diffuse(out: Path, budgets: list[float], per_prompt: int) -> list[dict]:
-    rows, spent = [], 0.0
-    for b in budgets:
-        cfg = TrainConfig(data="shapes", out=str(out), minutes=b - spent, resume=spent > 0, progress=False,
-                          preview_every=0, checkpoint_every=0)
-        Trainer(cfg).run()
-        spent = b
+def run_diffuse(name: str, recipe: dict, out: Path, budgets: list[float], per_prompt: int, guidance: float,
+                record) -> None:
+    charged = 0.0  # seconds on this arm's clock
+    for i, b in enumerate(budgets):
+        t0 = time.monotonic()
+        if i == 0:
+            trainer = Trainer(TrainConfig(data="shapes", out=str(out), minutes=b, **DATA, **DIFFUSE_MACHINE, **recipe))
+            charged = setup = time.monotonic() - t0  # data drawing, networks, optimizer, EMA
+        else:  # as `diffuse train --resume --minutes M`; not charged: only the benchmark's pause makes it
+            cfg = resume_config(out, "shapes", minutes=b, **DIFFUSE_MACHINE)
+            if {k: getattr(cfg, k) for k in RECIPE_FIELDS} != recipe:
+                raise DiffuseError(f"--resume did not keep {name}'s recipe")
+            trainer, setup = Trainer(cfg), None
+        left = b * 60 - charged
+        if left <= 0:
+            print(f"warning: {name}'s setup took {charged:.0f} s, more than the {b:g}-minute budget", flush=True)
+        trainer.cfg = replace(trainer.cfg, minutes=max(left, 0.01) / 60)  # run() sets its deadline from this
+        trainer.run()
+        charged = b * 60
         pipe = Pipeline.load(out)
-        rows.append(summarise("diffuse", b, evaluate_images(lambda prompts, n, seed: sample_diffuse(pipe, prompts, n, seed),
-                                                            per_prompt)))
-    return rows
+        r = evaluate_images(lambda prompts, n, seed: sample_diffuse(pipe, prompts, n, seed, guidance), per_prompt)
+        record(name, b, r, trainer.images_seen, trainer.step, setup)
 
 
-def sample_diffuse(pipe: Pipeline, prompts: list[str], n: int, seed: int, guidance: float = 3.0) -> torch.Tensor:
-    """20 steps of dpmpp_2m; guidance 3 as the diffusers side (and the tables in RESULTS.md), pinned
-    here because `diffuse generate`'s default has since become 2."""
-    from diffuse.pipeline import GenerateRequest
-    return torch.cat([pipe.sample(GenerateRequest(prompt=p, n=n, seed=seed + 1000 * i, guidance=guidance))
-                      for i, p in enumerate(prompts)])
+def sample_diffuse(pipe: Pipeline, prompts: list[str], n: int, seed: int, guidance: float = GUIDANCE,
+                   batch_prompts: int = 32) -> torch.Tensor:
+    """`diffuse eval`'s images: 20 steps of dpmpp_2m on the karras schedule; image k of prompt i
+    from the noise seed eval_seed(seed, i, k) (a request's image k takes its seed + k)."""
+    requests = [GenerateRequest(prompt=p, n=n, seed=eval_seed(seed, i), steps=SAMPLER_STEPS, sampler="dpmpp_2m",
+                                schedule="karras", guidance=guidance) for i, p in enumerate(prompts)]
+    return torch.cat([pipe.sample_batch(requests[s:s + batch_prompts])
+                      for s in range(0, len(requests), batch_prompts)]).cpu()
 
 
 # ----------------------------------------------------------------------------- diffusers
 
 class DiffusersRecipe:
+    """What a diffusers user writes for pixel-space training from scratch (see the module docstring)."""
+
     def __init__(self, data, seed: int = 0):
-        from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+        from diffusers import DDPMScheduler, UNet2DConditionModel
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import EMAModel
         torch.manual_seed(seed)
         # The text encoder diffuse trains (same tokenizer, same width), kept from a fresh model.
         self.text = TextToImageModel.create(preset("small"), data.captions)
@@ -80,22 +181,27 @@ class DiffusersRecipe:
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=width, attention_head_dim=2, norm_num_groups=8)
-        self.train_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                         beta_schedule="scaled_linear", prediction_type="epsilon")
-        self.sample_sched = DPMSolverMultistepScheduler.from_config(self.train_sched.config)
-        params = list(self.unet.parameters()) + list(self.text.text_encoder.parameters())
-        self.opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
-        self.data, self.gen, self.images_seen = data, torch.Generator().manual_seed(seed), 0
+        # train_unconditional.py: DDPMScheduler(num_train_timesteps=1000), i.e. linear betas 1e-4..0.02.
+        self.train_sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
+        self.params = list(self.unet.parameters()) + list(self.text.text_encoder.parameters())
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
+        self.lr_sched = get_scheduler("constant_with_warmup", optimizer=self.opt, num_warmup_steps=500)
+        self.ema = EMAModel(self.params, decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
+        self.data, self.gen, self.images_seen, self.steps = data, torch.Generator().manual_seed(seed), 0, 0
 
     def states(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         cond = self.text.encode(prompts)
         return cond.tokens, cond.mask.float()
 
+    def train(self, mode: bool = True) -> None:
+        self.unet.train(mode)
+        self.text.text_encoder.train(mode)
+
     def train_for(self, seconds: float, batch: int = 16) -> None:
-        self.unet.train()
+        self.train()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            idx = batch_indices(len(self.data), self.images_seen, batch, 0)
+            idx = batch_indices(len(self.data), self.images_seen, batch, DATA["seed"])  # diffuse's data order
             x0 = self.data.images[idx]
             drop = torch.rand(batch, generator=self.gen) < 0.1
             caps = ["" if d else self.data.captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
@@ -104,86 +210,141 @@ class DiffusersRecipe:
             states, mask = self.states(caps)
             pred = self.unet(self.train_sched.add_noise(x0, noise, t), t, states, encoder_attention_mask=mask).sample
             loss = F.mse_loss(pred, noise)
-            self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
             self.opt.step()
+            self.lr_sched.step()
+            self.ema.step(self.params)
+            self.opt.zero_grad(set_to_none=True)
             self.images_seen += batch
+            self.steps += 1
 
     @torch.no_grad()
-    def sample(self, prompts: list[str], n: int, seed: int, steps: int = 20, guidance: float = 3.0) -> torch.Tensor:
-        self.unet.eval()
+    def sample(self, prompts: list[str], n: int, seed: int, guidance: float = GUIDANCE,
+               batch_prompts: int = 32) -> torch.Tensor:
+        """The EMA weights' images, image k of prompt i from the noise seed eval_seed(seed, i, k)."""
+        from diffusers import DPMSolverMultistepScheduler
+        self.ema.store(self.params)
+        self.ema.copy_to(self.params)
+        self.train(False)
         out = []
-        for i, p in enumerate(prompts):
-            seeds = [seed + 1000 * i + k for k in range(n)]
-            x = SeededNoise(seeds, (3, 32, 32), torch.device("cpu"))()
-            self.sample_sched.set_timesteps(steps)
-            x = x * self.sample_sched.init_noise_sigma
-            states, mask = self.states([p] * n + [""] * n)
-            for t in self.sample_sched.timesteps:
-                eps = self.unet(self.sample_sched.scale_model_input(torch.cat([x, x]), t), t, states,
-                                encoder_attention_mask=mask).sample
-                cond, uncond = eps.chunk(2)
-                x = self.sample_sched.step(uncond + guidance * (cond - uncond), t, x).prev_sample
-            out.append(x.clamp(-1, 1))
+        try:
+            for s in range(0, len(prompts), batch_prompts):
+                chunk = prompts[s:s + batch_prompts]
+                seeds = [eval_seed(seed, s + i, k) for i in range(len(chunk)) for k in range(n)]
+                sched = DPMSolverMultistepScheduler.from_config(self.train_sched.config)  # fresh: it keeps step state
+                sched.set_timesteps(SAMPLER_STEPS)
+                x = SeededNoise(seeds, (3, 32, 32), torch.device("cpu"))() * sched.init_noise_sigma
+                caps = [p for p in chunk for _ in range(n)]
+                states, mask = self.states(caps + [""] * len(caps))
+                for t in sched.timesteps:
+                    eps = self.unet(sched.scale_model_input(torch.cat([x, x]), t), t, states,
+                                    encoder_attention_mask=mask).sample
+                    cond, uncond = eps.chunk(2)
+                    x = sched.step(uncond + guidance * (cond - uncond), t, x).prev_sample
+                out.append(x.clamp(-1, 1))
+        finally:
+            self.ema.restore(self.params)
+            self.train()
         return torch.cat(out)
 
 
-def run_diffusers(budgets: list[float], per_prompt: int) -> list[dict]:
+def run_diffusers(budgets: list[float], per_prompt: int, guidance: float, record) -> None:
     t0 = time.monotonic()
-    recipe = DiffusersRecipe(load_dataset("shapes", 32))
-    setup = time.monotonic() - t0  # data drawing counts against the first budget, as for diffuse
-    rows, spent = [], setup / 60
+    recipe = DiffusersRecipe(load_dataset("shapes", 32, seed=DATA["seed"], shapes=DATA["data_size"],
+                                          holdout=DATA["holdout"]), seed=DATA["seed"])
+    charged = setup = time.monotonic() - t0  # data drawing, networks, optimizer, EMA
     for b in budgets:
-        recipe.train_for((b - spent) * 60)
-        spent = b
-        rows.append(summarise("diffusers", b, evaluate_images(recipe.sample, per_prompt)))
-        rows[-1]["images_seen"] = recipe.images_seen
-    return rows
+        if b * 60 <= charged:
+            print(f"warning: diffusers' setup took {charged:.0f} s, more than the {b:g}-minute budget", flush=True)
+        recipe.train_for(b * 60 - charged)
+        charged = b * 60
+        r = evaluate_images(lambda prompts, n, seed: recipe.sample(prompts, n, seed, guidance), per_prompt)
+        record("diffusers", b, r, recipe.images_seen, recipe.steps, setup)
+        setup = None
+
+
+def print_flops() -> dict:
+    recipe = DiffusersRecipe(load_dataset("shapes", 32, shapes=64))
+    ours = TextToImageModel.create(preset("small"), recipe.data.captions)
+    x, c = torch.zeros(1, 3, 32, 32), ours.encode(["a red circle"])
+    s, m = recipe.states(["a red circle"])
+    g = {"diffuse": flops_per_image(lambda: ours(x, torch.ones(1), c)) / 1e9,
+         "diffusers": flops_per_image(lambda: recipe.unet(x, torch.ones(1), s, encoder_attention_mask=m)) / 1e9}
+    print(f"GFLOPs per image, forward: diffuse {g['diffuse']:.3f}, diffusers {g['diffusers']:.3f}")
+    return g
 
 
 # ----------------------------------------------------------------------------- shared
 
-def evaluate_images(sample, per_prompt: int) -> dict:
+def evaluate_images(sample, per_prompt: int, seed: int = 0) -> dict:
+    """`diffuse eval`'s figures for the images sample(prompts, per_prompt, seed) makes."""
     task = TASKS["shapes"]
     reader, _ = load_reader("shapes", 32)
     prompts = task.prompts()
-    images = sample([p.prompt for p in prompts], per_prompt, 0)
-    return score(reader, task, images, prompts, per_prompt, 32)
+    images = sample([p.prompt for p in prompts], per_prompt, seed)
+    return score(reader, task, images, prompts, per_prompt, 32, seed)
 
 
-def summarise(system: str, minutes: float, r: dict) -> dict:
-    row = {"system": system, "minutes": minutes, "seen": r["match"]["seen"]["all"],
-           "held_out": r["match"]["held-out"]["all"], "frechet": r["frechet"], "floor": r["frechet_floor"],
-           "diversity": r.get("diversity")}
-    print(f"| {system} | {minutes:g} | {row['seen']:.1%} | {row['held_out']:.1%} | {row['frechet']:.2f} "
-          f"({row['floor']:.2f}) | {row['diversity']:.2f} |", flush=True)
+HEADER = ("| system | minutes | images trained on | steps | all attributes, seen | shape, seen | held-out | "
+          "Frechet (floor) | diversity |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
+def summarise(system: str, minutes: float, r: dict, images: int, steps: int, setup_s: float | None) -> dict:
+    seen = r["match"]["seen"]
+    row = {"system": system, "minutes": minutes, "images": images, "steps": steps, "setup_s": setup_s,
+           "seen": seen["all"], "shape": seen["shape"], "held_out": r["match"]["held-out"]["all"],
+           "frechet": r["frechet"], "floor": r["frechet_floor"], "diversity": r.get("diversity")}
+    div = "-" if row["diversity"] is None else f"{row['diversity']:.2f}"
+    print(f"| {system} | {minutes:g} | {images:,} | {steps:,} | {row['seen']:.1%} | {row['shape']:.1%} | "
+          f"{row['held_out']:.1%} | {row['frechet']:.2f} ({row['floor']:.2f}) | {div} |", flush=True)
     return row
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budgets", type=float, nargs="+", default=[5, 10, 20], help="cumulative minutes")
-    ap.add_argument("--systems", nargs="+", default=["diffuse", "diffusers"])
+    arms = ["before", "defaults", *CANDIDATES]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--budgets", type=float, nargs="+", default=[5, 10, 20, 60], help="cumulative minutes")
+    ap.add_argument("--systems", nargs="+", default=["before", "defaults", "diffusers"],
+                    choices=arms + ["diffusers"], help="diffuse arms by name, and diffusers")
     ap.add_argument("--out", default="runs/time_to_quality")
     ap.add_argument("--per-prompt", type=int, default=2)
+    ap.add_argument("--guidance", type=float, default=GUIDANCE, help="both sides (default: %(default)s)")
     a = ap.parse_args()
+    if any(b <= 0 for b in a.budgets) or a.budgets != sorted(set(a.budgets)):
+        raise SystemExit("--budgets must be positive and increasing (cumulative minutes)")
     out = Path(a.out)
+    diffuse_arms = [s for s in a.systems if s != "diffusers"]
+    taken = [str(out / s) for s in diffuse_arms if (out / s / CONFIG_FILE).exists()]
+    if taken:
+        raise SystemExit(f"{', '.join(taken)} already hold a checkpoint: choose another --out or remove them")
     out.mkdir(parents=True, exist_ok=True)
+
+    recipes = {name: arm_recipe(name) for name in diffuse_arms}
+    for name, recipe in recipes.items():
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in recipe.items()))
+    if "before" in recipes and "defaults" in recipes and recipes["before"] == recipes["defaults"]:
+        print("note: the defaults of `diffuse train` are still the pre-issue-23 recipe")
+    results = {"budgets": a.budgets, "per_prompt": a.per_prompt, "guidance": a.guidance,
+               "sampler": f"dpmpp_2m / DPMSolverMultistepScheduler, {SAMPLER_STEPS} steps", "data": DATA,
+               "arms": recipes, "clock": CLOCK, "rows": []}
     if "diffusers" in a.systems:
-        recipe = DiffusersRecipe(load_dataset("shapes", 32, shapes=64))
-        ours = TextToImageModel.create(preset("small"), recipe.data.captions)
-        x, c = torch.zeros(1, 3, 32, 32), ours.encode(["a red circle"])
-        s, m = recipe.states(["a red circle"])
-        print(f"GFLOPs per image, forward: diffuse {flops_per_image(lambda: ours(x, torch.ones(1), c)) / 1e9:.3f}, "
-              f"diffusers {flops_per_image(lambda: recipe.unet(x, torch.ones(1), s, encoder_attention_mask=m)) / 1e9:.3f}")
-    print("| system | minutes | all attributes, seen | held-out | Frechet (floor) | diversity |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    rows = []
-    if "diffuse" in a.systems:
-        rows += run_diffuse(out / "diffuse", a.budgets, a.per_prompt)
+        results["gflops"] = print_flops()  # imports diffusers before any clock starts
+        results["diffusers_setup"] = DIFFUSERS_SETUP.format(guidance=a.guidance)
+        print(results["diffusers_setup"])
+    print(CLOCK)
+    print(f"Scored like `diffuse eval`: 108 prompts x {a.per_prompt}, seeds eval_seed(0, prompt, image), "
+          f"{SAMPLER_STEPS} sampler steps, guidance {a.guidance:g}.")
+    print(HEADER)
+
+    def record(system, minutes, r, images, steps, setup_s):
+        results["rows"].append(summarise(system, minutes, r, images, steps, setup_s))
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    for name in diffuse_arms:
+        run_diffuse(name, recipes[name], out / name, a.budgets, a.per_prompt, a.guidance, record)
     if "diffusers" in a.systems:
-        rows += run_diffusers(a.budgets, a.per_prompt)
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+        run_diffusers(a.budgets, a.per_prompt, a.guidance, record)
 
 
 if __name__ == "__main__":
