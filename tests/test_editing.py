@@ -51,6 +51,28 @@ def test_all_zero_mask_returns_the_input_exactly(finite):
     assert torch.equal(_inpaint(finite, init, torch.zeros_like(init), "heun", [0, 1], steps=5), init)
 
 
+class Recorder:
+    """A denoiser that keeps what it was given."""
+
+    def __call__(self, x, sigma, cond=None):
+        self.x = x
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("m", [0.5, 0.25, 0.9])
+def test_a_soft_mask_edge_is_noised_to_the_full_sigma(m):
+    """Where the mask blends the sample and the re-noised known image, the denoiser must still
+    see noise of std sigma (as it was trained), not sigma sqrt(m^2 + (1-m)^2) (0.71 sigma at 0.5)."""
+    sigma, n = 2.0, 200_000
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 1, 1, 1, generator=g) * sigma  # a sample at sigma, around an init of 0
+    recorder = Recorder()
+    InpaintDenoiser(recorder, torch.zeros_like(x), torch.full_like(x, m),
+                    lambda: torch.randn(x.shape, generator=g))(x, torch.full((n,), sigma))
+    assert recorder.x.std().item() == pytest.approx(sigma, rel=0.01)
+    assert recorder.x.mean().item() == pytest.approx(0, abs=0.02)
+
+
 def test_img2img_slices_the_schedule():
     sig = karras_sigmas(20)
     assert torch.equal(img2img_sigmas(sig, 1.0), sig)
