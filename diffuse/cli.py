@@ -19,6 +19,9 @@ from .samplers import SAMPLERS
 from .schedules import SCHEDULES
 
 
+SEED_RANGE = "an integer from 0 to 2^63 - 1"  # pipeline.MAX_SEED; larger seeds are an error, not reduced
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -111,7 +114,7 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
         p.add_argument("-n", "--num", type=int, default=1, help="number of images (default: 1)")
     else:
         p.set_defaults(num=1)
-    p.add_argument("--seed", type=int, help="seed of the first image; image k uses seed+k (default: random)")
+    p.add_argument("--seed", type=int, help=f"seed of the first image, {SEED_RANGE}; image k uses seed+k (default: random)")
     p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
     p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
                    help="default: %(default)s")
@@ -122,7 +125,7 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
     p.add_argument("--eta", type=float, help="noise for ddim (default 0) and euler_ancestral (default 1)")
     p.add_argument("--width", type=int, help="default: the input image's or the model's size")
     p.add_argument("--height", type=int, help="default: the input image's or the model's size")
-    p.add_argument("--variation-seed", type=int, help="seed variations: blend this seed's noise in")
+    p.add_argument("--variation-seed", type=int, help=f"seed variations: blend this seed's noise in ({SEED_RANGE})")
     p.add_argument("--variation-strength", type=float, default=0.0, help="0 = the seed's image, 1 = the variation seed's")
     if writes_images:
         p.add_argument("--out", default="outputs", help="a folder, or a .png file name (default: outputs/)")
@@ -188,7 +191,7 @@ def _add_explain(sub):
     q.add_argument("image", help="any image")
     q.add_argument("--sigmas", type=float, nargs="+", help="noise levels (default: 0 0.05 0.1 0.2 0.5 1 2 5 20 80)")
     q.add_argument("--size", type=int, default=64, help="tile size in pixels (default: 64)")
-    q.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    q.add_argument("--seed", type=int, default=0, help=f"seed of the noise, {SEED_RANGE} (default: 0)")
     q.add_argument("--out", default="outputs/explain-noise.png", help="PNG to write")
     q = esub.add_parser("denoise", help="each step's noisy image and guess of the clean image",
                         description="The reverse process: for each step, x_t (top) and the model's guess of the "
@@ -208,7 +211,7 @@ def _add_explain(sub):
     q.add_argument("prompts", nargs="+", help="two or more prompts, e.g. \"a shape\" \"a large red circle on white\"")
     q.add_argument("--model", help="checkpoint directory (default: the bundled shapes model)")
     q.add_argument("-n", "--num", type=int, default=4, help="seeds per prompt (default: 4)")
-    q.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    q.add_argument("--seed", type=int, default=0, help=f"first seed, {SEED_RANGE} (default: 0)")
     q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
     q.add_argument("--out", default="outputs/explain-prompt.png", help="PNG to write")
 
@@ -235,7 +238,8 @@ def _add_eval(sub):
                                    "attribute matched least was read as (a confusion table).")
     p.add_argument("model", nargs="?", help="checkpoint directory (default: the bundled shapes model)")
     p.add_argument("--per-prompt", type=int, default=2, help="images per prompt (default: 2; at least 2 for diversity)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first prompt's images (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help=f"seed of the first prompt's images, {SEED_RANGE}; prompt i's use seed + 1000 i (default: 0)")
     p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
     p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
                    help="(default: %(default)s)")

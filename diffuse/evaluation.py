@@ -327,11 +327,12 @@ def model_task(config: dict) -> str:
 def evaluate(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[[str], None] | None = None,
              batch_prompts: int = 32, **request_kw) -> dict:
     """Generate `per_prompt` images for every prompt of the model's dataset and score them."""
-    from .pipeline import GenerateRequest
+    from .pipeline import GenerateRequest, check_seed
     task = TASKS[model_task(pipe.config)]
     size = pipe.model.image_size
-    reader, info = load_reader(task.name, size, progress)
     prompts = task.prompts()
+    check_seed(seed, 1000 * (len(prompts) - 1) + per_prompt)  # before the reader: it may train for a minute
+    reader, info = load_reader(task.name, size, progress)
     images, t0 = [], time.monotonic()
     requests = [GenerateRequest(prompt=p.prompt, n=per_prompt, seed=seed + 1000 * i, **request_kw)
                 for i, p in enumerate(prompts)]

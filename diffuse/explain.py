@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from .data import tensor_to_pil
 from .errors import DiffuseError
-from .pipeline import GenerateRequest, Pipeline
+from .pipeline import GenerateRequest, Pipeline, check_seed
 
 LABEL_H = 24  # pixels of caption under each tile
 DEFAULT_NOISE_SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0)
@@ -66,6 +66,7 @@ def noise_strip(image: Image.Image, sigmas=DEFAULT_NOISE_SIGMAS, size: int = 64,
     from .editing import image_tensor
     if any(s < 0 for s in sigmas):
         raise DiffuseError("noise levels must be >= 0")
+    check_seed(seed)
     y = image_tensor(image, size, size)
     xs = forward_process(y, sigmas, seed)
     labels = [f"sigma {fmt(s)}\nSNR {fmt(snr(y, s))}" for s in sigmas]

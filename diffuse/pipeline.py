@@ -30,6 +30,16 @@ from .samplers import SAMPLERS, STOCHASTIC, SeededNoise, Step, get_sampler
 from .schedules import SCHEDULES, SIGMA_MAX, SIGMA_MIN, get_sigmas
 
 MAX_IMAGES, MAX_STEPS = 64, 1000
+MAX_SEED = 2 ** 63 - 1  # seeds are int64 (JSON clients and torch's generators both take them whole)
+
+
+def check_seed(seed, span: int = 1, what: str = "seed") -> int:
+    """A seed from 0 to MAX_SEED whose `span` images (seed + k, k < span) all stay in range, or a
+    RequestError naming the range: torch's generators overflow at 2^64 with a bare ValueError."""
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - (span - 1):
+        limit = "2^63 - 1" if span == 1 else f"2^63 - {span} (its {span} images use seed + k)"
+        raise RequestError(f"{what} must be an integer from 0 to {limit}, got {seed!r}")
+    return seed
 # What the requests of one `Pipeline.sample_batch` must share (the rest is per image).
 BATCH_SETTINGS = ("steps", "sampler", "guidance", "schedule", "eta", "width", "height")
 
@@ -39,7 +49,7 @@ class GenerateRequest:
     prompt: str
     negative_prompt: str = ""        # what guidance steers away from (replaces the empty prompt)
     n: int = 1                       # images; image k gets seed + k
-    seed: int | None = None          # None: a random seed, recorded in every image
+    seed: int | None = None          # 0 to 2^63 - 1 (image k: seed + k); None: a random one, recorded in every image
     steps: int = 20                  # sampler steps (Heun spends two evaluations per step)
     sampler: str = "dpmpp_2m"        # one of samplers.SAMPLERS
     guidance: float = 2.0            # classifier-free guidance scale; 1 = off, 0 = unconditional (2: see
@@ -51,7 +61,7 @@ class GenerateRequest:
     init_image: Image.Image | None = None  # image-to-image / inpainting input
     strength: float | None = None    # how much of the schedule runs on init_image (None: 0.8, or 1 with a mask)
     mask: Image.Image | None = None  # inpainting: white = repaint, black = keep (any mode, soft edges)
-    variation_seed: int | None = None   # seed variations: blend this seed's noise into the seed's
+    variation_seed: int | None = None   # seed variations: blend this seed's noise into the seed's (0 to 2^63 - 1)
     variation_strength: float = 0.0     # 0 = the seed's image, 1 = the variation seed's
 
     def __post_init__(self):
@@ -69,8 +79,8 @@ class GenerateRequest:
             raise RequestError(f"guidance must be a number from 0 to 100, got {self.guidance!r}")
         if self.eta is not None and not 0 <= self.eta <= 10:
             raise RequestError(f"eta must be from 0 to 10, got {self.eta!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63 - MAX_IMAGES):
-            raise RequestError(f"seed must be a non-negative integer below 2^63, got {self.seed!r}")
+        if self.seed is not None:
+            check_seed(self.seed, self.n)
 
         for name in ("init_image", "mask"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), Image.Image):
@@ -81,8 +91,8 @@ class GenerateRequest:
             check_strength(self.strength)
         if not isinstance(self.variation_strength, (int, float)) or not 0 <= self.variation_strength <= 1:
             raise RequestError(f"variation strength must be from 0 to 1, got {self.variation_strength!r}")
-        if self.variation_seed is not None and (not isinstance(self.variation_seed, int) or self.variation_seed < 0):
-            raise RequestError(f"variation seed must be a non-negative integer, got {self.variation_seed!r}")
+        if self.variation_seed is not None:
+            check_seed(self.variation_seed, self.n, "variation seed")
 
     @property
     def mode(self) -> str:

@@ -26,6 +26,13 @@ def test_help_for_every_command(capsys):
     assert "--negative-prompt" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("cmd", [["generate"], ["inpaint"], ["eval"], ["explain", "noise"], ["explain", "prompt"]])
+def test_help_states_the_seed_range(capsys, cmd):
+    with pytest.raises(SystemExit):
+        main(cmd + ["--help"])
+    assert "0 to 2^63 - 1" in " ".join(capsys.readouterr().out.split())
+
+
 def test_train_generate_info(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = run(["train", "--data", "shapes", "--out", out, "--preset", "tiny", "--steps", 3,
@@ -96,6 +103,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(folders, capsys, args, 
     (["--steps", "0"], "steps must be"), (["--guidance", "-1"], "guidance must be"),
     (["--sampler", "nope"], "invalid choice"), (["--width", "33"], "width 33"), (["-n", "0"], "n must be"),
     (["--steps", "many"], "invalid int"),
+    (["--seed", str(2 ** 64)], "seed must be an integer from 0 to 2^63 - 1"),
+    (["--variation-seed", str(2 ** 64), "--variation-strength", "0.5"], "variation seed must be an integer from 0 to 2^63 - 1"),
 ])
 def test_bad_generate_options(tiny_model_dir, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) if "invalid" in message else contextlib.nullcontext():

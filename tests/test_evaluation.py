@@ -136,3 +136,14 @@ def test_eval_reads_generated_images_as_they_would_be_saved(monkeypatch):
     evaluation.evaluate(pipe, per_prompt=2, batch_prompts=1000)
     saved = torch.stack([pil_to_tensor(tensor_to_pil(x)) for x in raw[:len(seen["x"])]])
     assert torch.equal(seen["x"], saved)
+
+
+def test_cli_eval_refuses_a_seed_out_of_range_before_any_work(tiny_model_dir, monkeypatch, capsys):
+    from diffuse import evaluation
+
+    def no_reader(*a, **k):
+        raise AssertionError("the reader was loaded before the seed was checked")
+    monkeypatch.setattr(evaluation, "load_reader", no_reader)
+    assert main(["eval", str(tiny_model_dir), "--seed", str(2 ** 63)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seed must be an integer from 0 to 2^63 - " in err

@@ -83,3 +83,11 @@ def test_explain_and_plot_commands(tiny_model_dir, tmp_path, capsys):
     assert main(["explain", "prompt", "only one", *m, "--out", str(tmp_path / "x.png")]) == 2
     assert main(["explain", "noise", str(tmp_path / "missing.png"), "--out", str(tmp_path / "x.png")]) == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_explain_noise_refuses_a_seed_out_of_range(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    assert main(["explain", "noise", str(tmp_path / "in.png"), "--seed", str(2 ** 64), "--out", str(tmp_path / "n.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seed must be an integer from 0 to 2^63 - 1" in err
+    assert not (tmp_path / "n.png").exists()
