@@ -3,15 +3,14 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+BROWSER := $(VENV)/.browser
 # Keep the two CPU cores busy with math, not with thread hand-offs.
 export OMP_NUM_THREADS ?= 2
 
 .PHONY: demo test docs install clean
 MODEL   ?= diffuse/models/shapes
 
-# The web page's tests drive Debian's chromium through playwright (no browser download).
 $(STAMP): pyproject.toml Makefile
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev,digits]"
@@ -19,7 +18,13 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The web page's tests drive Debian's chromium through playwright (no browser download). Only they
+# need it, so it is installed here (root, about a hundred packages) and never by `make demo`.
+$(BROWSER): | $(STAMP)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	touch $(BROWSER)
+
+test: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest -q -x
 
 # Draw four prompts x four seeds with the bundled model (diffuse/models/shapes) into outputs/demo.
