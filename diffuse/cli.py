@@ -349,9 +349,19 @@ def write_images(pipe, req, paths: list[Path], grid_path: Path | None, extra_inf
         grid.info.update({"parameters": images[0].info["parameters"]})
         save_png(grid, grid_path)
         print(grid_path)
-    unknown = pipe.model.tokenizer.unknown_words(req.prompt + " " + req.negative_prompt)
+    note_prompt(pipe, req)
+
+
+def note_prompt(pipe, req) -> None:
+    """What the model will not read of the prompts: words it never saw, and words past its length."""
+    tok = pipe.model.tokenizer
+    unknown = tok.unknown_words(req.prompt + " " + req.negative_prompt)
     if unknown:
         print(f"note: the model never saw these words in training: {', '.join(sorted(set(unknown)))}", file=sys.stderr)
+    for what, text in (("a prompt", req.prompt), ("a negative prompt", req.negative_prompt)):
+        if cut := tok.cut_words(text):
+            print(f"note: the model reads the first {tok.max_length - 1} words of {what}; cut from it: {' '.join(cut)}",
+                  file=sys.stderr)
 
 
 def cmd_generate(a) -> None:
@@ -437,6 +447,7 @@ def cmd_explain(a) -> None:
     pipe = load_pipeline(a)
     if a.what == "denoise":
         req = request_from_args(a)
+        note_prompt(pipe, req)
         strip, frames = explain.denoise_strip(pipe, req)
         save_png(strip, out)
         explain.save_gif(frames, out.with_suffix(".gif"))
@@ -445,13 +456,17 @@ def cmd_explain(a) -> None:
     elif a.what == "guidance":
         if any(g < 0 for g in a.scales):
             raise DiffuseError("guidance scales must be >= 0")
-        save_png(explain.guidance_row(pipe, request_from_args(a), a.scales), out)
+        req = request_from_args(a)
+        note_prompt(pipe, req)
+        save_png(explain.guidance_row(pipe, req, a.scales), out)
         print(out)
     else:
         if len(a.prompts) < 2:
             raise DiffuseError("give at least two prompts to compare")
         from .pipeline import GenerateRequest
         GenerateRequest(a.prompts[0], n=a.num, seed=a.seed, steps=a.steps)  # validates the numbers
+        for prompt in a.prompts:
+            note_prompt(pipe, GenerateRequest(prompt))
         save_png(explain.prompt_grid(pipe, a.prompts, a.num, a.seed, a.steps), out)
         print(out)
 

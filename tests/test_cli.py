@@ -115,6 +115,17 @@ def test_bad_generate_options(tiny_model_dir, tmp_path, capsys, extra, message):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_prompt_longer_than_the_text_encoder_reads_is_noted(tiny_model_dir, tmp_path, capsys):
+    long = "a red circle " + " ".join(["on a white background"] * 7) + " with a thin green border"
+    code, out, err = run(["generate", long, "--model", tiny_model_dir, "--steps", 1, "--seed", 0,
+                          "--negative-prompt", "blue", "--out", tmp_path / "o.png"], capsys)
+    assert code == 0 and (tmp_path / "o.png").exists()
+    assert "note: the model reads the first 31 words of a prompt; cut from it: with a thin green border" in err
+    code, out, err = run(["generate", "a red circle", "--model", tiny_model_dir, "--steps", 1, "--seed", 0,
+                          "--out", tmp_path / "p.png"], capsys)
+    assert code == 0 and "cut" not in err
+
+
 def test_real_process_exit_code_and_no_traceback(tmp_path):
     p = subprocess.run([sys.executable, "-m", "diffuse", "generate", "x", "--model", str(tmp_path / "none")],
                        capture_output=True, text=True)
