@@ -122,7 +122,8 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
                    help="sigma schedule (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale; 1 = off (default: %(default)s)")
-    p.add_argument("--eta", type=float, help="noise for ddim (default 0) and euler_ancestral (default 1)")
+    p.add_argument("--eta", type=float, help="noise for ddim (default 0) and euler_ancestral (default 1); "
+                                             "an error with the other samplers, which add none")
     p.add_argument("--width", type=int, help="default: the input image's or the model's size")
     p.add_argument("--height", type=int, help="default: the input image's or the model's size")
     p.add_argument("--variation-seed", type=int, help=f"seed variations: blend this seed's noise in ({SEED_RANGE})")

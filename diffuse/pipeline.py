@@ -30,6 +30,10 @@ from .samplers import SAMPLERS, STOCHASTIC, SeededNoise, Step, get_sampler
 from .schedules import SCHEDULES, SIGMA_MAX, SIGMA_MIN, get_sigmas
 
 MAX_IMAGES, MAX_STEPS = 64, 1000
+# How AUTOMATIC1111 names our samplers and schedules in its infotext ("Sampler: DPM++ 2M, Schedule
+# type: Karras", its processing.create_infotext and sd_schedulers); it has no VP schedule.
+A1111_SAMPLERS = {"euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM++ 2M", "ddim": "DDIM", "euler_ancestral": "Euler a"}
+A1111_SCHEDULES = {"karras": "Karras", "exponential": "Exponential", "vp": "VP"}
 MAX_SEED = 2 ** 63 - 1  # seeds are int64 (JSON clients and torch's generators both take them whole)
 
 
@@ -79,6 +83,9 @@ class GenerateRequest:
             raise RequestError(f"guidance must be a number from 0 to 100, got {self.guidance!r}")
         if self.eta is not None and not 0 <= self.eta <= 10:
             raise RequestError(f"eta must be from 0 to 10, got {self.eta!r}")
+        if self.eta is not None and self.sampler not in STOCHASTIC:  # it would be ignored without a word
+            raise RequestError(f"eta is the noise of {' and '.join(sorted(STOCHASTIC))}; {self.sampler} adds none: "
+                               f"leave eta out or choose one of those")
         if self.seed is not None:
             check_seed(self.seed, self.n)
 
@@ -249,10 +256,15 @@ class Pipeline:
                           init_image_sha256=image_sha256(request.init_image))
         if request.mask is not None:
             params["mask_sha256"] = image_sha256(request.mask)
-        # "parameters" in the AUTOMATIC1111 layout that image viewers and tools already read.
-        a1111 = (f"{request.prompt}\nNegative prompt: {request.negative_prompt}\nSteps: {request.steps}, "
-                 f"Sampler: {request.sampler}, CFG scale: {request.guidance}, Seed: {seed}, "
-                 f"Size: {w}x{h}, Model hash: {params['model_hash']}, Model: {self.name}")
+        # "parameters" in the AUTOMATIC1111 layout that image viewers and tools already read, in its words.
+        negative = f"\nNegative prompt: {request.negative_prompt}" if request.negative_prompt else ""
+        sampler = A1111_SAMPLERS.get(request.sampler, request.sampler)
+        schedule = A1111_SCHEDULES.get(request.schedule, request.schedule)
+        a1111 = (f"{request.prompt}{negative}\nSteps: {request.steps}, Sampler: {sampler}, Schedule type: {schedule}, "
+                 f"CFG scale: {request.guidance}, Seed: {seed}, Size: {w}x{h}, Model hash: {params['model_hash']}, "
+                 f"Model: {self.name}")
+        if request.eta is not None:
+            a1111 += f", {'Eta DDIM' if request.sampler == 'ddim' else 'Eta'}: {request.eta}"
         if request.init_image is not None:
             a1111 += f", Denoising strength: {request.effective_strength}"
         if request.variation_seed is not None:

@@ -104,6 +104,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(folders, capsys, args, 
     (["--sampler", "nope"], "invalid choice"), (["--width", "33"], "width 33"), (["-n", "0"], "n must be"),
     (["--steps", "many"], "invalid int"),
     (["--seed", str(2 ** 64)], "seed must be an integer from 0 to 2^63 - 1"),
+    (["--eta", "0.5"], "eta is the noise of ddim and euler_ancestral; dpmpp_2m adds none"),
     (["--variation-seed", str(2 ** 64), "--variation-strength", "0.5"], "variation seed must be an integer from 0 to 2^63 - 1"),
 ])
 def test_bad_generate_options(tiny_model_dir, tmp_path, capsys, extra, message):
