@@ -347,7 +347,7 @@ def write_images(pipe, req, paths: list[Path], grid_path: Path | None, extra_inf
         print(path)
     if grid_path is not None:
         grid = image_grid(images)
-        grid.info.update({"parameters": images[0].info["parameters"]})
+        grid.info.update(pipe.composite_metadata([(req, seed) for seed in req.seeds], picture="grid"))
         save_png(grid, grid_path)
         print(grid_path)
     note_prompt(pipe, req)

@@ -271,6 +271,14 @@ class Pipeline:
             a1111 += f", Variation seed: {request.variation_seed}, Variation seed strength: {request.variation_strength}"
         return {"parameters": a1111, "diffuse": json.dumps(params)}
 
+    def composite_metadata(self, tiles: list[tuple[GenerateRequest, int]], **picture) -> dict[str, str]:
+        """PNG text for one picture of several generated images (a grid, an explain strip), from
+        metadata(): each (request, seed) tile's parameters in reading order under "diffuse"
+        "images", with `picture`'s keys beside them, and A1111's "parameters" of the first tile
+        (its format describes one image)."""
+        images = [json.loads(self.metadata(request, seed)["diffuse"]) for request, seed in tiles]
+        return {"parameters": self.metadata(*tiles[0])["parameters"], "diffuse": json.dumps({**picture, "images": images})}
+
     @staticmethod
     def steps_run(request: GenerateRequest) -> int:
         """Sampler steps that really run: image-to-image runs round(strength * steps) of them."""

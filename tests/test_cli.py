@@ -48,6 +48,8 @@ def test_train_generate_info(tmp_path, capsys):
     files = stdout.split()
     assert len(files) == 4 and Image.open(files[-1]).size == (64, 64)  # 2x2 grid of 32px
     assert json.loads(Image.open(files[1]).text["diffuse"])["seed"] == 6
+    grid = json.loads(Image.open(files[-1]).text["diffuse"])  # the grid records every image it shows
+    assert [i["seed"] for i in grid["images"]] == [5, 6, 7] and grid["images"][0]["sampler"] == "heun"
     code, stdout, _ = run(["generate", "a blue star", "--model", out, "--steps", 2, "--out", tmp_path / "one.png"], capsys)
     assert code == 0 and (tmp_path / "one.png").exists()
     code, stdout, _ = run(["info", out], capsys)
