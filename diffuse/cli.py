@@ -94,6 +94,11 @@ def _request_default(name: str):
     return GenerateRequest.__dataclass_fields__[name].default
 
 
+def _sampler_defaults() -> tuple[str, str]:
+    from .pipeline import DEFAULT_SAMPLER, INPAINT_SAMPLER
+    return DEFAULT_SAMPLER, INPAINT_SAMPLER
+
+
 def _add_device(p):
     p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help="auto = cuda when a GPU is visible, else cpu; under torchrun each process takes the GPU "
@@ -117,7 +122,7 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
     p.add_argument("--seed", type=int, help=f"seed of the first image, {SEED_RANGE}; image k uses seed+k (default: random)")
     p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
     p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
-                   help="default: %(default)s")
+                   help="default: {}; {} for inpaint and outpaint, where it measured best".format(*_sampler_defaults()))
     p.add_argument("--schedule", default=_request_default("schedule"), choices=list(SCHEDULES),
                    help="sigma schedule (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
@@ -243,7 +248,7 @@ def _add_eval(sub):
                    help=f"seed of the first prompt's images, {SEED_RANGE}; prompt i's use seed + 1000 i (default: 0)")
     p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
     p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
-                   help="(default: %(default)s)")
+                   help=f"(default: {_sampler_defaults()[0]})")
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH ('-' for stdout only)")

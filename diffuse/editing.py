@@ -50,7 +50,7 @@ class InpaintDenoiser:
     with fresh noise n = noise() at every evaluation: the replacement method of Song et al. 2021
     (appendix I.2) and RePaint (Lugmayr et al. 2022) without resampling. Fresh noise measured
     clearly better than re-using the starting noise, whose error never averages out, and better
-    than one noise per step (benchmarks/inpaint_methods.py, RESULTS: "Inpainting methods")."""
+    than one noise per step (benchmarks/inpaint_methods.py; RESULTS, "Inpainting method")."""
 
     def __init__(self, denoiser, init: torch.Tensor, mask: torch.Tensor, noise):
         self.denoiser, self.init, self.mask, self.noise = denoiser, init, mask, noise
