@@ -3,25 +3,30 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+SYSTEM  := $(VENV)/.system
 # Keep the two CPU cores busy with math, not with thread hand-offs.
 export OMP_NUM_THREADS ?= 2
 
 .PHONY: demo test docs install clean
 MODEL   ?= diffuse/models/shapes
-
-# The web page's tests drive Debian's chromium through playwright (no browser download); the emoji
-# data's noto style draws Debian's Noto Color Emoji font.
 NOTO    := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+
 $(STAMP): pyproject.toml Makefile
-	(command -v chromium >/dev/null && test -f $(NOTO)) || (apt-get update && apt-get install -y chromium fonts-noto-color-emoji)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev,digits,emoji]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Debian packages (root): the web page's tests drive Debian's chromium through playwright (no
+# browser download), and the emoji data's noto style draws Debian's Noto Color Emoji font. Only
+# the tests and `make install` need them; `make demo` never installs them.
+$(SYSTEM): | $(STAMP)
+	(command -v chromium >/dev/null && test -f $(NOTO)) || (apt-get update && apt-get install -y chromium fonts-noto-color-emoji)
+	touch $(SYSTEM)
 
-test: $(STAMP)
+install: $(STAMP) $(SYSTEM)
+
+test: $(STAMP) $(SYSTEM)
 	$(BIN)/python -m pytest -q -x
 
 # Draw four prompts x four seeds with the bundled model (diffuse/models/shapes) into outputs/demo.

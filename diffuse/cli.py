@@ -19,6 +19,9 @@ from .samplers import SAMPLERS
 from .schedules import SCHEDULES
 
 
+SEED_RANGE = "an integer from 0 to 2^63 - 1"  # pipeline.MAX_SEED; larger seeds are an error, not reduced
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -105,6 +108,11 @@ def _request_default(name: str):
     return GenerateRequest.__dataclass_fields__[name].default
 
 
+def _sampler_defaults() -> tuple[str, str]:
+    from .pipeline import DEFAULT_SAMPLER, INPAINT_SAMPLER
+    return DEFAULT_SAMPLER, INPAINT_SAMPLER
+
+
 def _add_device(p):
     p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help="auto = cuda when a GPU is visible, else cpu; under torchrun each process takes the GPU "
@@ -125,18 +133,19 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
         p.add_argument("-n", "--num", type=int, default=1, help="number of images (default: 1)")
     else:
         p.set_defaults(num=1)
-    p.add_argument("--seed", type=int, help="seed of the first image; image k uses seed+k (default: random)")
+    p.add_argument("--seed", type=int, help=f"seed of the first image, {SEED_RANGE}; image k uses seed+k (default: random)")
     p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
     p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
-                   help="default: %(default)s")
+                   help="default: {}; {} for inpaint and outpaint, where it measured best".format(*_sampler_defaults()))
     p.add_argument("--schedule", default=_request_default("schedule"), choices=list(SCHEDULES),
                    help="sigma schedule (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale; 1 = off (default: %(default)s)")
-    p.add_argument("--eta", type=float, help="noise for ddim (default 0) and euler_ancestral (default 1)")
+    p.add_argument("--eta", type=float, help="noise for ddim (default 0) and euler_ancestral (default 1); "
+                                             "an error with the other samplers, which add none")
     p.add_argument("--width", type=int, help="default: the input image's or the model's size")
     p.add_argument("--height", type=int, help="default: the input image's or the model's size")
-    p.add_argument("--variation-seed", type=int, help="seed variations: blend this seed's noise in")
+    p.add_argument("--variation-seed", type=int, help=f"seed variations: blend this seed's noise in ({SEED_RANGE})")
     p.add_argument("--variation-strength", type=float, default=0.0, help="0 = the seed's image, 1 = the variation seed's")
     if writes_images:
         p.add_argument("--out", default="outputs", help="a folder, or a .png file name (default: outputs/)")
@@ -202,7 +211,7 @@ def _add_explain(sub):
     q.add_argument("image", help="any image")
     q.add_argument("--sigmas", type=float, nargs="+", help="noise levels (default: 0 0.05 0.1 0.2 0.5 1 2 5 20 80)")
     q.add_argument("--size", type=int, default=64, help="tile size in pixels (default: 64)")
-    q.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    q.add_argument("--seed", type=int, default=0, help=f"seed of the noise, {SEED_RANGE} (default: 0)")
     q.add_argument("--out", default="outputs/explain-noise.png", help="PNG to write")
     q = esub.add_parser("denoise", help="each step's noisy image and guess of the clean image",
                         description="The reverse process: for each step, x_t (top) and the model's guess of the "
@@ -222,7 +231,7 @@ def _add_explain(sub):
     q.add_argument("prompts", nargs="+", help="two or more prompts, e.g. \"a shape\" \"a large red circle on white\"")
     q.add_argument("--model", help="checkpoint directory (default: the bundled shapes model)")
     q.add_argument("-n", "--num", type=int, default=4, help="seeds per prompt (default: 4)")
-    q.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    q.add_argument("--seed", type=int, default=0, help=f"first seed, {SEED_RANGE} (default: 0)")
     q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
     q.add_argument("--out", default="outputs/explain-prompt.png", help="PNG to write")
 
@@ -254,7 +263,7 @@ def _add_eval(sub):
                         "no image; 0 to 2^31-1 (default: 0)")
     p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
     p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
-                   help="(default: %(default)s)")
+                   help=f"(default: {_sampler_defaults()[0]})")
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH ('-' for stdout only)")
@@ -408,12 +417,22 @@ def write_images(pipe, req, paths: list[Path], grid_path: Path | None, extra_inf
         print(path)
     if grid_path is not None:
         grid = image_grid(images)
-        grid.info.update({"parameters": images[0].info["parameters"]})
+        grid.info.update(pipe.composite_metadata([(req, seed) for seed in req.seeds], picture="grid"))
         save_png(grid, grid_path)
         print(grid_path)
-    unknown = pipe.model.tokenizer.unknown_words(req.prompt + " " + req.negative_prompt)
+    note_prompt(pipe, req)
+
+
+def note_prompt(pipe, req) -> None:
+    """What the model will not read of the prompts: words it never saw, and words past its length."""
+    tok = pipe.model.tokenizer
+    unknown = tok.unknown_words(req.prompt + " " + req.negative_prompt)
     if unknown:
         print(f"note: the model never saw these words in training: {', '.join(sorted(set(unknown)))}", file=sys.stderr)
+    for what, text in (("a prompt", req.prompt), ("a negative prompt", req.negative_prompt)):
+        if cut := tok.cut_words(text):
+            print(f"note: the model reads the first {tok.max_length - 1} words of {what}; cut from it: {' '.join(cut)}",
+                  file=sys.stderr)
 
 
 def cmd_generate(a) -> None:
@@ -499,6 +518,7 @@ def cmd_explain(a) -> None:
     pipe = load_pipeline(a)
     if a.what == "denoise":
         req = request_from_args(a)
+        note_prompt(pipe, req)
         strip, frames = explain.denoise_strip(pipe, req)
         save_png(strip, out)
         explain.save_gif(frames, out.with_suffix(".gif"))
@@ -507,13 +527,17 @@ def cmd_explain(a) -> None:
     elif a.what == "guidance":
         if any(g < 0 for g in a.scales):
             raise DiffuseError("guidance scales must be >= 0")
-        save_png(explain.guidance_row(pipe, request_from_args(a), a.scales), out)
+        req = request_from_args(a)
+        note_prompt(pipe, req)
+        save_png(explain.guidance_row(pipe, req, a.scales), out)
         print(out)
     else:
         if len(a.prompts) < 2:
             raise DiffuseError("give at least two prompts to compare")
         from .pipeline import GenerateRequest
         GenerateRequest(a.prompts[0], n=a.num, seed=a.seed, steps=a.steps)  # validates the numbers
+        for prompt in a.prompts:
+            note_prompt(pipe, GenerateRequest(prompt))
         save_png(explain.prompt_grid(pipe, a.prompts, a.num, a.seed, a.steps), out)
         print(out)
 

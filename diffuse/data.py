@@ -31,6 +31,12 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy())
 
 
+def as_saved(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] as a saved PNG holds them: clamped and rounded to 8 bits, exactly what
+    pil_to_tensor(tensor_to_pil(x)) gives, without the trip through PIL."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     """Scale the shorter side to `size` (Lanczos), then cut the centre square, as diffusers'
     training scripts do with Resize + CenterCrop."""

@@ -4,7 +4,8 @@
   input plus noise of that level, and run the rest of the schedule.
 - Inpainting: a denoiser wrapper that, at every evaluation, puts the known region back at the
   current noise level (init + sigma * n, n fresh noise from the image's own generator) before
-  denoising, and returns the known region unchanged.
+  denoising, and returns the known region unchanged. Soft mask values blend the two with the
+  noise kept at std sigma.
 - Outpainting: padding plus inpainting of the padded border.
 - Seed variations: the starting noise is a spherical blend of two seeds' noises.
 """
@@ -45,20 +46,29 @@ def noised_start(init: torch.Tensor | None, sigmas: torch.Tensor, noise: torch.T
 
 class InpaintDenoiser:
     """D'(x, sigma) for the repaint region `mask` (1 = repaint, soft values blend):
-    x' = mask x + (1 - mask)(init + sigma n);  D' = mask D(x', sigma) + (1 - mask) init,
+    x' = blend_renoised(x, init, mask, sigma, n);  D' = mask D(x', sigma) + (1 - mask) init,
     with fresh noise n = noise() at every evaluation: the replacement method of Song et al. 2021
     (appendix I.2) and RePaint (Lugmayr et al. 2022) without resampling. Fresh noise measured
-    clearly better than re-using the starting noise, whose error never averages out (89-97% vs 72%
-    of fills land on the right image with the exact denoiser: benchmarks/inpaint_methods.py)."""
+    clearly better than re-using the starting noise, whose error never averages out, and better
+    than one noise per step (benchmarks/inpaint_methods.py; RESULTS, "Inpainting method")."""
 
     def __init__(self, denoiser, init: torch.Tensor, mask: torch.Tensor, noise):
         self.denoiser, self.init, self.mask, self.noise = denoiser, init, mask, noise
 
     def __call__(self, x, sigma, cond=None):
         s = sigma.reshape(-1, *[1] * (x.ndim - 1))
-        known = self.init + s * self.noise()
-        d = self.denoiser(self.mask * x + (1 - self.mask) * known, sigma, cond)
+        d = self.denoiser(blend_renoised(x, self.init, self.mask, s, self.noise()), sigma, cond)
         return self.mask * d + (1 - self.mask) * self.init
+
+
+def blend_renoised(x: torch.Tensor, init: torch.Tensor, mask: torch.Tensor, sigma: torch.Tensor,
+                   n: torch.Tensor) -> torch.Tensor:
+    """m x + (1 - m) init + sigma sqrt(1 - m^2) n: the sample where m = 1, the known image
+    re-noised to sigma where m = 0. Blending x with init + sigma n instead would leave noise of
+    std sigma sqrt(m^2 + (1-m)^2) on a soft edge (0.71 sigma at m = 0.5), less than the denoiser
+    expects; with the independent n scaled by sqrt(1 - m^2) the variance is m^2 sigma^2 +
+    (1 - m^2) sigma^2 = sigma^2 at every mask value."""
+    return mask * x + (1 - mask) * init + sigma * (1 - mask ** 2).sqrt() * n
 
 
 def composite(x: torch.Tensor, init: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 A small CNN (the *reader*) is trained on freshly drawn images of the dataset to read every
 attribute (shapes: shape, colour, background, size, position; digits: the digit), then cached.
-`evaluate` generates images for a fixed prompt set and reports:
+`evaluate` generates images for a fixed prompt set, quantised as they would be saved (8-bit, as
+the real draws are), and reports:
 
 - match rates: per attribute and all attributes at once, for the (shape, colour) pairs the model
   was trained on and apart for the pairs held out of training (data.HELD_OUT): can it compose
@@ -27,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import cache_dir
-from .data import (BACKGROUNDS, COLORS, DIGIT_WORDS, HELD_OUT, POSITIONS, SHAPES, SIZES, ShapeSpec, pil_to_tensor,
-                   render_shape, shape_specs)
+from .data import (BACKGROUNDS, COLORS, DIGIT_WORDS, HELD_OUT, POSITIONS, SHAPES, SIZES, ShapeSpec, as_saved,
+                   pil_to_tensor, render_shape, shape_specs)
 from .errors import DiffuseError
 
 READER_VERSION = 1
@@ -336,8 +337,9 @@ def evaluate(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[[str],
     from .pipeline import GenerateRequest
     task = TASKS[model_task(pipe.config)]
     size = pipe.model.image_size
-    reader, info = load_reader(task.name, size, progress)
     prompts = task.prompts()
+    eval_seed(seed, len(prompts) - 1, per_prompt - 1)  # the range, before the reader: it may train for a minute
+    reader, info = load_reader(task.name, size, progress)
     images, t0 = [], time.monotonic()
     # A request's images take the seeds seed, seed + 1, ...: those of eval_seed(seed, i, k).
     requests = [GenerateRequest(prompt=p.prompt, n=per_prompt, seed=eval_seed(seed, i), **request_kw)
@@ -347,7 +349,9 @@ def evaluate(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[[str],
         images.append(pipe.sample_batch(requests[start:start + batch_prompts]))
         if progress:
             progress(f"generated {min(start + batch_prompts, len(prompts))}/{len(prompts)} prompts")
-    generated = torch.cat(images).cpu()
+    # Scored as they would be saved: the real draws are 8-bit images, and a sampler's floats beyond
+    # [-1, 1] or between two 8-bit levels are nothing a user ever sees.
+    generated = as_saved(torch.cat(images).cpu())
     result = score(reader, task, generated, prompts, per_prompt, size, seed)
     result.update(model=pipe.name, model_hash=pipe.model_hash[:12], seed=seed,
                   sample_s=round(time.monotonic() - t0, 1), reader_accuracy=info["accuracy"],

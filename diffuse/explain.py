@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from .data import tensor_to_pil
 from .errors import DiffuseError
-from .pipeline import GenerateRequest, Pipeline
+from .pipeline import GenerateRequest, Pipeline, check_seed
 
 LABEL_H = 24  # pixels of caption under each tile
 DEFAULT_NOISE_SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0)
@@ -63,13 +63,18 @@ def fmt(v: float) -> str:
 
 
 def noise_strip(image: Image.Image, sigmas=DEFAULT_NOISE_SIGMAS, size: int = 64, seed: int = 0) -> Image.Image:
-    from .editing import image_tensor
+    from .editing import image_sha256, image_tensor
     if any(s < 0 for s in sigmas):
         raise DiffuseError("noise levels must be >= 0")
+    check_seed(seed)
     y = image_tensor(image, size, size)
     xs = forward_process(y, sigmas, seed)
     labels = [f"sigma {fmt(s)}\nSNR {fmt(snr(y, s))}" for s in sigmas]
-    return labelled_strip([[display(x, s) for x, s in zip(xs, sigmas)]], [labels], scale=max(1, 128 // size))
+    strip = labelled_strip([[display(x, s) for x, s in zip(xs, sigmas)]], [labels], scale=max(1, 128 // size))
+    # No model makes this picture: what does is the noise's seed, the levels and the input image.
+    strip.info["diffuse"] = json.dumps({"picture": "explain noise", "seed": seed, "sigmas": [float(s) for s in sigmas],
+                                        "size": size, "init_image_sha256": image_sha256(image)})
+    return strip
 
 
 def denoise_frames(pipe: Pipeline, request: GenerateRequest) -> tuple[list, list, list[float]]:
@@ -91,10 +96,12 @@ def denoise_frames(pipe: Pipeline, request: GenerateRequest) -> tuple[list, list
 def denoise_strip(pipe: Pipeline, request: GenerateRequest) -> tuple[Image.Image, list[Image.Image]]:
     """A two-row strip (top: x_t, bottom: the guess of the clean image) and GIF frames, one per
     step, each showing both side by side; the last column / frame is the finished image."""
+    request = request.with_seed()
     xs, guesses, sigmas = denoise_frames(pipe, request)
     shown = [display(x, s, pipe.model.denoiser.sigma_data) for x, s in zip(xs, sigmas)]
     top = [f"step {i}\nsigma {fmt(s)}" for i, s in enumerate(sigmas[:-1])] + ["final", ]
     strip = labelled_strip([shown, guesses], [top, ["guess"] * (len(xs) - 1) + ["x0"]])
+    strip.info.update(pipe.composite_metadata([(request, request.seed)], picture="explain denoise"))
     frames = [labelled_strip([[x, g]], [[f"x_t, sigma {fmt(s)}", "guess of x0"]], scale=4)
               for x, g, s in zip(shown[:-1], guesses[:-1], sigmas[:-1])]
     return strip, frames
@@ -102,15 +109,19 @@ def denoise_strip(pipe: Pipeline, request: GenerateRequest) -> tuple[Image.Image
 
 def guidance_row(pipe: Pipeline, request: GenerateRequest, scales) -> Image.Image:
     from dataclasses import replace
-    request = request.with_seed()
-    images = [pipe.sample(replace(request, guidance=float(g), n=1))[0] for g in scales]
-    return labelled_strip([images], [[f"guidance {g:g}" for g in scales]])
+    request = request.with_seed()  # one seed for every scale
+    requests = [replace(request, guidance=float(g), n=1) for g in scales]
+    row = labelled_strip([[pipe.sample(r)[0] for r in requests]], [[f"guidance {g:g}" for g in scales]])
+    row.info.update(pipe.composite_metadata([(r, r.seed) for r in requests], picture="explain guidance"))
+    return row
 
 
 def prompt_grid(pipe: Pipeline, prompts: list[str], n: int, seed: int, steps: int) -> Image.Image:
-    rows = [list(pipe.sample(GenerateRequest(p, n=n, seed=seed, steps=steps))) for p in prompts]
+    requests = [GenerateRequest(p, n=n, seed=seed, steps=steps) for p in prompts]
     labels = [["\n".join(textwrap.wrap(p, 15)[:2]) if k == 0 else f"seed {seed + k}" for k in range(n)] for p in prompts]
-    return labelled_strip(rows, labels)
+    grid = labelled_strip([list(pipe.sample(r)) for r in requests], labels)
+    grid.info.update(pipe.composite_metadata([(r, s) for r in requests for s in r.seeds], picture="explain prompt"))
+    return grid
 
 
 def save_gif(frames: list[Image.Image], path: Path, ms: int = 250) -> None:

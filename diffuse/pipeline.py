@@ -30,6 +30,27 @@ from .samplers import SAMPLERS, STOCHASTIC, SeededNoise, Step, get_sampler
 from .schedules import SCHEDULES, SIGMA_MAX, SIGMA_MIN, get_sigmas
 
 MAX_IMAGES, MAX_STEPS = 64, 1000
+# The sampler a request gets when it names none. Inpainting re-noises the known region with fresh
+# noise at every evaluation, which a multistep solver extrapolates from: at 20 steps with the exact
+# denoiser Euler ancestral fills 95% of holes right, DPM-Solver++(2M) 85% (benchmarks/RESULTS.md,
+# "Inpainting method ... and its sampler"), so inpainting has its own default.
+DEFAULT_SAMPLER, INPAINT_SAMPLER = "dpmpp_2m", "euler_ancestral"
+# How AUTOMATIC1111 names our samplers and schedules in its infotext ("Sampler: DPM++ 2M, Schedule
+# type: Karras", its processing.create_infotext and sd_schedulers); it has no VP schedule.
+A1111_SAMPLERS = {"euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM++ 2M", "ddim": "DDIM", "euler_ancestral": "Euler a"}
+A1111_SCHEDULES = {"karras": "Karras", "exponential": "Exponential", "vp": "VP"}
+MAX_SEED = 2 ** 63 - 1  # seeds are int64 (JSON clients and torch's generators both take them whole)
+
+
+def check_seed(seed, span: int = 1, what: str = "seed") -> int:
+    """A seed from 0 to MAX_SEED whose `span` images (seed + k, k < span) all stay in range, or a
+    RequestError naming the range: torch's generators overflow at 2^64 with a bare ValueError."""
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - (span - 1):
+        limit = "2^63 - 1" if span == 1 else f"2^63 - {span} (its {span} images use seed + k)"
+        raise RequestError(f"{what} must be an integer from 0 to {limit}, got {seed!r}")
+    return seed
+
+
 # What the requests of one `Pipeline.sample_batch` must share (the rest is per image).
 BATCH_SETTINGS = ("steps", "sampler", "guidance", "schedule", "eta", "width", "height")
 
@@ -39,9 +60,9 @@ class GenerateRequest:
     prompt: str
     negative_prompt: str = ""        # what guidance steers away from (replaces the empty prompt)
     n: int = 1                       # images; image k gets seed + k
-    seed: int | None = None          # None: a random seed, recorded in every image
+    seed: int | None = None          # 0 to 2^63 - 1 (image k: seed + k); None: a random one, recorded in every image
     steps: int = 20                  # sampler steps (Heun spends two evaluations per step)
-    sampler: str = "dpmpp_2m"        # one of samplers.SAMPLERS
+    sampler: str | None = None       # one of samplers.SAMPLERS; None: DEFAULT_SAMPLER, INPAINT_SAMPLER with a mask
     guidance: float = 2.0            # classifier-free guidance scale; 1 = off, 0 = unconditional (2: see
                                      # benchmarks/RESULTS.md, steps and guidance against quality)
     schedule: str = "karras"         # one of schedules.SCHEDULES
@@ -51,12 +72,14 @@ class GenerateRequest:
     init_image: Image.Image | None = None  # image-to-image / inpainting input
     strength: float | None = None    # how much of the schedule runs on init_image (None: 0.8, or 1 with a mask)
     mask: Image.Image | None = None  # inpainting: white = repaint, black = keep (any mode, soft edges)
-    variation_seed: int | None = None   # seed variations: blend this seed's noise into the seed's
+    variation_seed: int | None = None   # seed variations: blend this seed's noise into the seed's (0 to 2^63 - 1)
     variation_strength: float = 0.0     # 0 = the seed's image, 1 = the variation seed's
 
     def __post_init__(self):
         if not isinstance(self.prompt, str):
             raise RequestError("prompt must be a string")
+        if self.sampler is None:  # resolved once, so every reader of the request sees the sampler that runs
+            object.__setattr__(self, "sampler", DEFAULT_SAMPLER if self.mask is None else INPAINT_SAMPLER)
         if not isinstance(self.n, int) or not 1 <= self.n <= MAX_IMAGES:
             raise RequestError(f"n must be an integer from 1 to {MAX_IMAGES}, got {self.n!r}")
         if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
@@ -69,8 +92,11 @@ class GenerateRequest:
             raise RequestError(f"guidance must be a number from 0 to 100, got {self.guidance!r}")
         if self.eta is not None and not 0 <= self.eta <= 10:
             raise RequestError(f"eta must be from 0 to 10, got {self.eta!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63 - MAX_IMAGES):
-            raise RequestError(f"seed must be a non-negative integer below 2^63, got {self.seed!r}")
+        if self.eta is not None and self.sampler not in STOCHASTIC:  # it would be ignored without a word
+            raise RequestError(f"eta is the noise of {' and '.join(sorted(STOCHASTIC))}; {self.sampler} adds none: "
+                               f"leave eta out or choose one of those")
+        if self.seed is not None:
+            check_seed(self.seed, self.n)
 
         for name in ("init_image", "mask"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), Image.Image):
@@ -81,8 +107,8 @@ class GenerateRequest:
             check_strength(self.strength)
         if not isinstance(self.variation_strength, (int, float)) or not 0 <= self.variation_strength <= 1:
             raise RequestError(f"variation strength must be from 0 to 1, got {self.variation_strength!r}")
-        if self.variation_seed is not None and (not isinstance(self.variation_seed, int) or self.variation_seed < 0):
-            raise RequestError(f"variation seed must be a non-negative integer, got {self.variation_seed!r}")
+        if self.variation_seed is not None:
+            check_seed(self.variation_seed, self.n, "variation seed")
 
     @property
     def mode(self) -> str:
@@ -239,15 +265,28 @@ class Pipeline:
                           init_image_sha256=image_sha256(request.init_image))
         if request.mask is not None:
             params["mask_sha256"] = image_sha256(request.mask)
-        # "parameters" in the AUTOMATIC1111 layout that image viewers and tools already read.
-        a1111 = (f"{request.prompt}\nNegative prompt: {request.negative_prompt}\nSteps: {request.steps}, "
-                 f"Sampler: {request.sampler}, CFG scale: {request.guidance}, Seed: {seed}, "
-                 f"Size: {w}x{h}, Model hash: {params['model_hash']}, Model: {self.name}")
+        # "parameters" in the AUTOMATIC1111 layout that image viewers and tools already read, in its words.
+        negative = f"\nNegative prompt: {request.negative_prompt}" if request.negative_prompt else ""
+        sampler = A1111_SAMPLERS.get(request.sampler, request.sampler)
+        schedule = A1111_SCHEDULES.get(request.schedule, request.schedule)
+        a1111 = (f"{request.prompt}{negative}\nSteps: {request.steps}, Sampler: {sampler}, Schedule type: {schedule}, "
+                 f"CFG scale: {request.guidance}, Seed: {seed}, Size: {w}x{h}, Model hash: {params['model_hash']}, "
+                 f"Model: {self.name}")
+        if request.eta is not None:
+            a1111 += f", {'Eta DDIM' if request.sampler == 'ddim' else 'Eta'}: {request.eta}"
         if request.init_image is not None:
             a1111 += f", Denoising strength: {request.effective_strength}"
         if request.variation_seed is not None:
             a1111 += f", Variation seed: {request.variation_seed}, Variation seed strength: {request.variation_strength}"
         return {"parameters": a1111, "diffuse": json.dumps(params)}
+
+    def composite_metadata(self, tiles: list[tuple[GenerateRequest, int]], **picture) -> dict[str, str]:
+        """PNG text for one picture of several generated images (a grid, an explain strip), from
+        metadata(): each (request, seed) tile's parameters in reading order under "diffuse"
+        "images", with `picture`'s keys beside them, and A1111's "parameters" of the first tile
+        (its format describes one image)."""
+        images = [json.loads(self.metadata(request, seed)["diffuse"]) for request, seed in tiles]
+        return {"parameters": self.metadata(*tiles[0])["parameters"], "diffuse": json.dumps({**picture, "images": images})}
 
     @staticmethod
     def steps_run(request: GenerateRequest) -> int:

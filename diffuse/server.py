@@ -3,7 +3,7 @@
     diffuse serve --model runs/shapes        # then open http://127.0.0.1:8000
 
   POST /v1/images/generations  JSON: prompt, n, size "WxH", response_format (url | b64_json), model,
-                               and diffuse's seed, steps, sampler, guidance, negative_prompt
+                               and diffuse's seed (0 to 2^63 - 1), steps, sampler, guidance, negative_prompt
   POST /v1/images/edits        multipart: image, mask (optional), prompt, n, size, ... , strength
   POST /v1/images/variations   multipart: image, n, size, ... (prompt: the image's own, if it records one)
   POST /v1/diffuse/stream      JSON or form, the fields of the three above: server-sent events, one per
@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .data import tensor_to_pil
 from .editing import VARY_STRENGTH, has_transparency, open_image
 from .errors import DiffuseError
-from .pipeline import GenerateRequest, Pipeline, png_bytes, recorded_prompt, save_png
+from .pipeline import DEFAULT_SAMPLER, INPAINT_SAMPLER, GenerateRequest, Pipeline, png_bytes, recorded_prompt, save_png
 from .samplers import SAMPLERS, Step
 from .worker import Job, JobCancelled, QueueFull, Worker
 
@@ -299,7 +299,8 @@ class Server:
         """What the web page needs to build its form: the model, sizes, samplers, defaults and limits."""
         size = self.pipe.model.image_size
         defaults = {f.name: f.default for f in dataclasses.fields(GenerateRequest)
-                    if f.name in ("steps", "sampler", "guidance", "n")}
+                    if f.name in ("steps", "guidance", "n")}
+        defaults.update(sampler=DEFAULT_SAMPLER, inpaint_sampler=INPAINT_SAMPLER)  # a request naming none gets these
         return {"model": self.pipe.name, "image_size": size, "sizes": [f"{k * size}x{k * size}" for k in (1, 2, 3, 4)],
                 "samplers": list(SAMPLERS), "defaults": defaults, "vary_strength": VARY_STRENGTH,
                 "limits": dataclasses.asdict(self.limits)}

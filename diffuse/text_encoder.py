@@ -53,6 +53,10 @@ class WordTokenizer:
     def unknown_words(self, text: str) -> list[str]:
         return [w for w in split_words(text) if w not in self.index]
 
+    def cut_words(self, text: str) -> list[str]:
+        """The words (and marks) `encode` drops: <bos> takes one of max_length places."""
+        return split_words(text)[self.max_length - 1:]
+
     def to_config(self) -> dict:
         return {"kind": "word", "max_length": self.max_length, "vocab": self.vocab}
 

@@ -26,6 +26,13 @@ def test_help_for_every_command(capsys):
     assert "--negative-prompt" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("cmd", [["generate"], ["inpaint"], ["eval"], ["explain", "noise"], ["explain", "prompt"]])
+def test_help_states_the_seed_range(capsys, cmd):
+    with pytest.raises(SystemExit):
+        main(cmd + ["--help"])
+    assert "0 to 2^63 - 1" in " ".join(capsys.readouterr().out.split())
+
+
 def test_train_generate_info(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = run(["train", "--data", "shapes", "--out", out, "--preset", "tiny", "--steps", 3,
@@ -41,6 +48,8 @@ def test_train_generate_info(tmp_path, capsys):
     files = stdout.split()
     assert len(files) == 4 and Image.open(files[-1]).size == (64, 64)  # 2x2 grid of 32px
     assert json.loads(Image.open(files[1]).text["diffuse"])["seed"] == 6
+    grid = json.loads(Image.open(files[-1]).text["diffuse"])  # the grid records every image it shows
+    assert [i["seed"] for i in grid["images"]] == [5, 6, 7] and grid["images"][0]["sampler"] == "heun"
     code, stdout, _ = run(["generate", "a blue star", "--model", out, "--steps", 2, "--out", tmp_path / "one.png"], capsys)
     assert code == 0 and (tmp_path / "one.png").exists()
     code, stdout, _ = run(["info", out], capsys)
@@ -96,6 +105,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(folders, capsys, args, 
     (["--steps", "0"], "steps must be"), (["--guidance", "-1"], "guidance must be"),
     (["--sampler", "nope"], "invalid choice"), (["--width", "33"], "width 33"), (["-n", "0"], "n must be"),
     (["--steps", "many"], "invalid int"),
+    (["--seed", str(2 ** 64)], "seed must be an integer from 0 to 2^63 - 1"),
+    (["--eta", "0.5"], "eta is the noise of ddim and euler_ancestral; dpmpp_2m adds none"),
+    (["--variation-seed", str(2 ** 64), "--variation-strength", "0.5"], "variation seed must be an integer from 0 to 2^63 - 1"),
 ])
 def test_bad_generate_options(tiny_model_dir, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) if "invalid" in message else contextlib.nullcontext():
@@ -104,6 +116,17 @@ def test_bad_generate_options(tiny_model_dir, tmp_path, capsys, extra, message):
     if "invalid" in message:
         assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_prompt_longer_than_the_text_encoder_reads_is_noted(tiny_model_dir, tmp_path, capsys):
+    long = "a red circle " + " ".join(["on a white background"] * 7) + " with a thin green border"
+    code, out, err = run(["generate", long, "--model", tiny_model_dir, "--steps", 1, "--seed", 0,
+                          "--negative-prompt", "blue", "--out", tmp_path / "o.png"], capsys)
+    assert code == 0 and (tmp_path / "o.png").exists()
+    assert "note: the model reads the first 31 words of a prompt; cut from it: with a thin green border" in err
+    code, out, err = run(["generate", "a red circle", "--model", tiny_model_dir, "--steps", 1, "--seed", 0,
+                          "--out", tmp_path / "p.png"], capsys)
+    assert code == 0 and "cut" not in err
 
 
 def test_real_process_exit_code_and_no_traceback(tmp_path):

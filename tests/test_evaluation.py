@@ -134,3 +134,33 @@ def test_two_evaluation_seeds_share_no_image():
     assert eval_seed(2 ** 31 - 1, 2 ** 16 - 1, 2 ** 16 - 1) < 2 ** 63
     with pytest.raises(ValueError):
         eval_seed(0, 0, 2 ** 16)
+
+
+def test_eval_reads_generated_images_as_they_would_be_saved(monkeypatch):
+    """The real draws the reader compares with are 8-bit images, so generated ones must be too:
+    clamped to [-1, 1] and rounded to 8 bits as a saved PNG, not unclamped floats."""
+    from types import SimpleNamespace
+
+    from diffuse import evaluation
+    from diffuse.data import pil_to_tensor, tensor_to_pil
+    raw = torch.randn(2 * len(TASKS["shapes"].prompts()), 3, SIZE, SIZE) * 1.5  # out of range, off the 8-bit grid
+    pipe = SimpleNamespace(config={"data": {"kind": "shapes"}}, model=SimpleNamespace(image_size=SIZE),
+                           name="fake", model_hash="0" * 64,
+                           sample_batch=lambda reqs: raw[:sum(r.n for r in reqs)])
+    seen = {}
+    monkeypatch.setattr(evaluation, "load_reader", lambda *a, **k: (None, {"accuracy": {}}))
+    monkeypatch.setattr(evaluation, "score", lambda reader, task, generated, *a, **k: seen.update(x=generated) or {})
+    evaluation.evaluate(pipe, per_prompt=2, batch_prompts=1000)
+    saved = torch.stack([pil_to_tensor(tensor_to_pil(x)) for x in raw[:len(seen["x"])]])
+    assert torch.equal(seen["x"], saved)
+
+
+def test_cli_eval_refuses_a_seed_out_of_range_before_any_work(tiny_model_dir, monkeypatch, capsys):
+    from diffuse import evaluation
+
+    def no_reader(*a, **k):
+        raise AssertionError("the reader was loaded before the seed was checked")
+    monkeypatch.setattr(evaluation, "load_reader", no_reader)
+    assert main(["eval", str(tiny_model_dir), "--seed", str(2 ** 31)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--seed must be between 0 and 2^31 - 1" in err

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -54,6 +56,22 @@ def test_guidance_row_and_prompt_grid(pipe):
     assert grid.size == (3 * 96, 2 * (96 + LABEL_H))
 
 
+def test_explain_pictures_record_their_prompts_seeds_and_model(pipe):
+    """As every generated PNG does: each tile's parameters (prompt, seed, model hash, ...) in
+    reading order under 'diffuse', and A1111's 'parameters' of the first."""
+    grid = prompt_grid(pipe, ["a shape", "a red circle"], n=2, seed=5, steps=2)
+    tiles = json.loads(grid.info["diffuse"])["images"]
+    assert [(t["prompt"], t["seed"]) for t in tiles] == [("a shape", 5), ("a shape", 6), ("a red circle", 5), ("a red circle", 6)]
+    assert {t["model_hash"] for t in tiles} == {pipe.model_hash[:12]} and {t["steps"] for t in tiles} == {2}
+    assert grid.info["parameters"].startswith("a shape\nSteps: 2, ") and "Seed: 5," in grid.info["parameters"]
+    row = guidance_row(pipe, GenerateRequest("a red circle", seed=3, steps=2), [0, 4])
+    assert [(t["guidance"], t["seed"]) for t in json.loads(row.info["diffuse"])["images"]] == [(0.0, 3), (4.0, 3)]
+    strip, _ = denoise_strip(pipe, GenerateRequest("a red circle", seed=7, steps=2))
+    assert [t["seed"] for t in json.loads(strip.info["diffuse"])["images"]] == [7]
+    noise = json.loads(noise_strip(Image.new("RGB", (8, 8)), [0.0, 1.0], size=16, seed=4).info["diffuse"])
+    assert noise["seed"] == 4 and noise["sigmas"] == [0.0, 1.0] and len(noise["init_image_sha256"]) == 64
+
+
 def test_plot_reads_a_real_log_and_fails_clearly(tiny_model_dir, tmp_path):
     out = plot_run(tiny_model_dir, tmp_path / "curves.png")
     assert Image.open(out).size[0] > 300
@@ -76,6 +94,11 @@ def test_explain_and_plot_commands(tiny_model_dir, tmp_path, capsys):
     assert main(["explain", "guidance", "a star", *m, "--steps", "2", "--scales", "1", "3", "--out", str(tmp_path / "g.png")]) == 0
     assert main(["explain", "prompt", "a shape", "a red star", *m, "--steps", "2", "-n", "2", "--out", str(tmp_path / "p.png")]) == 0
     assert main(["plot", str(tiny_model_dir), "--out", str(tmp_path / "c.png")]) == 0
+    saved = {name: Image.open(tmp_path / name).text for name in ("n.png", "d.png", "g.png", "p.png")}
+    assert all("diffuse" in text for text in saved.values())  # `make demo`'s grid is explain prompt's picture
+    assert [(i["prompt"], i["seed"]) for i in json.loads(saved["p.png"]["diffuse"])["images"]] == \
+        [("a shape", 0), ("a shape", 1), ("a red star", 0), ("a red star", 1)]
+    assert "Sampler: DPM++ 2M" in saved["p.png"]["parameters"]
     capsys.readouterr()
     assert main(["plot", str(tmp_path)]) == 2
     assert "no training log" in capsys.readouterr().err
@@ -83,3 +106,11 @@ def test_explain_and_plot_commands(tiny_model_dir, tmp_path, capsys):
     assert main(["explain", "prompt", "only one", *m, "--out", str(tmp_path / "x.png")]) == 2
     assert main(["explain", "noise", str(tmp_path / "missing.png"), "--out", str(tmp_path / "x.png")]) == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_explain_noise_refuses_a_seed_out_of_range(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    assert main(["explain", "noise", str(tmp_path / "in.png"), "--seed", str(2 ** 64), "--out", str(tmp_path / "n.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seed must be an integer from 0 to 2^63 - 1" in err
+    assert not (tmp_path / "n.png").exists()

@@ -6,7 +6,9 @@ from PIL import Image
 
 from diffuse import GenerateRequest, Pipeline, save_png
 from diffuse.errors import RequestError
+from diffuse.pipeline import A1111_SAMPLERS, A1111_SCHEDULES
 from diffuse.samplers import SAMPLERS
+from diffuse.schedules import SCHEDULES
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,42 @@ def test_guidance_and_negative_prompt_change_the_image(pipe):
     ({"steps": 0}, "steps"), ({"steps": 10 ** 6}, "steps"), ({"guidance": -1.0}, "guidance"),
     ({"sampler": "magic"}, "unknown sampler"), ({"n": 0}, "n must"), ({"schedule": "x"}, "unknown schedule"),
     ({"seed": -1}, "seed"), ({"eta": -0.1}, "eta"),
+    ({"seed": 2 ** 64}, r"seed must be an integer from 0 to 2\^63 - 1,"),
+    ({"seed": 2 ** 63 - 2, "n": 3}, r"seed must be an integer from 0 to 2\^63 - 3 \(its 3 images use seed \+ k\)"),
+    ({"variation_seed": 2 ** 64}, r"variation seed must be an integer from 0 to 2\^63 - 1,"),
+    ({"variation_seed": -1}, r"variation seed must be an integer from 0 to 2\^63 - 1,"),
 ])
 def test_bad_requests(kw, message):
     with pytest.raises(RequestError, match=message):
         GenerateRequest("x", **kw)
+
+
+def test_the_largest_seeds_work(pipe):
+    top = 2 ** 63 - 1
+    assert pipe("a star", seed=top, steps=1)[0].size == (32, 32)
+    assert pipe("a star", seed=top - 1, n=2, steps=1, variation_seed=top - 1, variation_strength=0.5)[1].size == (32, 32)
+
+
+def test_parameters_text_is_in_a1111s_own_words(pipe):
+    """The AUTOMATIC1111 'parameters' chunk names the sampler and the schedule as A1111 writes
+    them (its infotext: "Sampler: DPM++ 2M, Schedule type: Karras"), so tools that read it parse
+    ours; an empty negative prompt leaves its line out, as A1111 does."""
+    img = pipe("a red circle", seed=3, steps=4)[0]
+    assert img.info["parameters"] == (f"a red circle\nSteps: 4, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 2.0, "
+                                      f"Seed: 3, Size: 32x32, Model hash: {pipe.model_hash[:12]}, Model: {pipe.name}")
+    img = pipe("a star", seed=1, steps=2, sampler="euler_ancestral", schedule="exponential", eta=0.5,
+               negative_prompt="blue")[0]
+    assert img.info["parameters"].startswith("a star\nNegative prompt: blue\nSteps: 2, Sampler: Euler a, "
+                                             "Schedule type: Exponential, CFG scale: 2.0, Seed: 1, ")
+    assert ", Eta: 0.5" in img.info["parameters"]
+    assert ", Eta DDIM: 0.3" in pipe("a star", seed=1, steps=2, sampler="ddim", eta=0.3)[0].info["parameters"]
+    assert set(A1111_SAMPLERS) == set(SAMPLERS) and set(A1111_SCHEDULES) == set(SCHEDULES)
+    for sampler, name in (("euler", "Euler"), ("heun", "Heun"), ("ddim", "DDIM")):
+        assert f"Sampler: {name}, Schedule type: VP," in pipe("a", seed=0, steps=1, sampler=sampler, schedule="vp")[0].info["parameters"]
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m"])
+def test_eta_with_a_deterministic_sampler_is_an_error(sampler):
+    with pytest.raises(RequestError, match=f"eta is the noise of ddim and euler_ancestral; {sampler} adds none"):
+        GenerateRequest("x", sampler=sampler, eta=0.5)
+    assert GenerateRequest("x", sampler="ddim", eta=0.5).eta == 0.5

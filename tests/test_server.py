@@ -88,7 +88,7 @@ def test_edits_follow_openai_transparency(client):
                     data={"prompt": "a blue star", "response_format": "b64_json", **FAST})
     out = base64.b64decode(r.json()["data"][0]["b64_json"])
     img = Image.open(io.BytesIO(out)).convert("RGB")
-    assert params(out)["mode"] == "inpaint"
+    assert params(out)["mode"] == "inpaint" and params(out)["sampler"] == "euler_ancestral"  # inpainting's default
     assert img.crop((16, 0, 32, 32)).tobytes() == src.crop((16, 0, 32, 32)).tobytes()  # opaque half kept exactly
     assert img.crop((0, 0, 16, 32)).tobytes() != src.crop((0, 0, 16, 32)).tobytes()
 
@@ -159,7 +159,9 @@ def test_models_health_config_and_page(client, pipe):
     assert client.get("/v1/models").json()["data"][0]["id"] == pipe.name
     h = client.get("/healthz").json()
     assert h["status"] == "ok" and h["running"] is False and h["jobs"]["failed"] == 0
-    assert client.get("/v1/diffuse/config").json()["samplers"][0] == "euler"
+    config = client.get("/v1/diffuse/config").json()
+    assert config["samplers"][0] == "euler"
+    assert (config["defaults"]["sampler"], config["defaults"]["inpaint_sampler"]) == ("dpmpp_2m", "euler_ancestral")
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert "EventSource" not in client.get("/static/app.js").text and client.get("/static/style.css").status_code == 200
@@ -187,6 +189,9 @@ BAD = [  # (path, request keywords, status, text in the message, param)
     ("/v1/images/generations", {"json": {"prompt": "x", "size": "9" * 5000 + "x32"}}, 400, "WIDTHxHEIGHT", "size"),
     ("/v1/images/generations", {"json": {"prompt": "x", "size": "large"}}, 400, "WIDTHxHEIGHT", "size"),
     ("/v1/images/generations", {"json": {"prompt": "x", "sampler": "magic"}}, 400, "unknown sampler", None),
+    ("/v1/images/generations", {"json": {"prompt": "x", "seed": 2 ** 64}}, 400, "seed must be an integer from 0 to 2^63 - 1", None),
+    ("/v1/images/edits", upload(data=png(Image.new("RGB", (32, 32))), prompt="x", seed=str(2 ** 70)), 400,
+     "seed must be an integer from 0 to 2^63 - 1", None),
     ("/v1/images/generations", {"json": {"prompt": "x", "response_format": "gif"}}, 400, "url", "response_format"),
     ("/v1/images/generations", {"json": {"prompt": "x", "stpes": 3}}, 400, "unrecognized", "stpes"),
     ("/v1/images/generations", {"json": {"prompt": "x", "model": "dall-e-3"}}, 404, "does not exist", "model"),

@@ -10,6 +10,8 @@ def test_tokenizer_vocab_from_captions_handles_unknown_and_empty():
     assert ids[2, 2] == 1 and ids[2, 3] == 1  # unknown words map to <unk>
     assert mask[2].all()  # cut at max_length
     assert tok.unknown_words("a purple circle") == ["purple"]
+    assert tok.cut_words("a purple hexagon on a very very long caption") == ["very", "very", "long", "caption"]
+    assert tok.cut_words("a red circle, large") == []  # <bos> and 5 tokens fit in 6
     assert WordTokenizer.from_config(tok.to_config()).vocab == tok.vocab
 
 

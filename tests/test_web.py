@@ -14,7 +14,7 @@ from diffuse.server import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"no {CHROMIUM}: `make install` installs Debian's chromium for these tests")
+                                reason=f"no {CHROMIUM}: `make test` installs Debian's chromium for these tests")
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,9 @@ async function loadConfig() {
   const config = await (await api("/v1/diffuse/config")).json();
   state.config = config;
   $("model-name").textContent = `model: ${config.model} (${config.image_size}px)`;
-  $("sampler").replaceChildren(...config.samplers.map((s) => new Option(s, s, false, s === config.defaults.sampler)));
+  // "auto" sends no sampler: the server's default, its own for inpainting (where it measured best).
+  const auto = new Option(`auto (${config.defaults.sampler}, inpainting ${config.defaults.inpaint_sampler})`, "", true, true);
+  $("sampler").replaceChildren(auto, ...config.samplers.map((s) => new Option(s, s)));
   $("size").replaceChildren(...config.sizes.map((s) => new Option(s, s)));
   $("steps").value = config.defaults.steps;
   $("steps").max = config.limits.steps;
@@ -52,7 +54,7 @@ function samplingFields(form) {
   const f = { negative_prompt: $("negative").value, steps: $("steps").value, sampler: $("sampler").value,
               guidance: $("guidance").value, n: $("n").value, size: $("size").value };
   if ($("seed").value !== "") f.seed = $("seed").value;
-  for (const [k, v] of Object.entries(f)) form.append(k, v);
+  for (const [k, v] of Object.entries(f)) if (v !== "") form.append(k, v);  // empty: the server's default
   return form;
 }
 
