@@ -245,3 +245,61 @@ def test_the_probe_loss_is_exact_and_leaves_the_run_untouched(tmp_path):
     state = torch.get_rng_state(), trainer.gen.get_state()
     assert trainer.probe_loss() == trainer.probe_loss()
     assert torch.equal(state[0], torch.get_rng_state()) and torch.equal(state[1], trainer.gen.get_state())
+
+
+# What a SIGKILL inside a save leaves behind (benchmarks/chaos_train.py lands kills there).
+KILLED = ".k1ll3d.tmp"  # the suffix of a temporary file named as checkpoint._temp_path names them
+
+
+def _as_if_killed_after_the_commit_point(d: Path) -> None:
+    """Put a checkpoint back as a save killed just after its journal's rename leaves it: the
+    journal in place, every file still under its temporary name."""
+    renames = []
+    for name in ("model.safetensors", "training_state.safetensors", "training_state.json", "config.json"):
+        (d / name).rename(d / f".{name}{KILLED}")
+        renames.append([f".{name}{KILLED}", name])
+    (d / ".commit.json").write_text(json.dumps({"renames": renames}))
+
+
+def _temporaries(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.name.endswith(".tmp") or p.name == ".commit.json")
+
+
+def test_a_resume_removes_what_killed_saves_left_in_best_too(tmp_path):
+    """best/ is saved into as often as the run directory, so a kill lands in its saves as often."""
+    run = tmp_path / "run"
+    Trainer(tiny_config(run, steps=2, checkpoint_every=1)).run()
+    for p in (run / f".model.safetensors{KILLED}", run / "best" / f".training_state.safetensors{KILLED}"):
+        p.write_bytes(b"half a file")
+    Trainer(tiny_config(run, steps=3, resume=True)).run()
+    assert _temporaries(run) == []
+
+
+def test_a_fresh_start_removes_what_a_killed_first_save_left(tmp_path):
+    """Killed before its first checkpoint committed, a run has nothing to resume and starts again."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / f".model.safetensors{KILLED}").write_bytes(b"half a file")
+    Trainer(tiny_config(run, steps=1)).run()
+    assert _temporaries(run) == []
+
+
+def test_a_first_save_killed_after_its_commit_point_resumes(tmp_path):
+    """Past the commit point the save counts (the next reader rolls it forward), even before
+    config.json and training_state.json are in place: --resume continues it exactly."""
+    from diffuse.training import resume_config
+    Trainer(tiny_config(tmp_path / "straight", steps=3)).run()
+    run = tmp_path / "run"
+    Trainer(tiny_config(run, steps=2)).run()
+    _as_if_killed_after_the_commit_point(run)
+    cfg = resume_config(run, "shapes", progress=False, preview_every=0, checkpoint_every=0, steps=3)
+    Trainer(cfg).run()
+    _same_files(tmp_path / "straight", run)
+
+
+def test_a_first_save_killed_after_its_commit_point_is_not_overwritten_by_a_fresh_start(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(run, steps=2)).run()
+    _as_if_killed_after_the_commit_point(run)
+    with pytest.raises(DiffuseError, match="already holds a checkpoint"):
+        Trainer(tiny_config(run, steps=2))
