@@ -544,7 +544,6 @@ class Trainer:
         loss = self.probe_loss()
         best_file = self.out / "best" / CONFIG_FILE
         best = read_config(self.out / "best").get("probe_loss") if best_file.exists() else None
-        self._log({"event": "checkpoint", "step": self.step, "probe_loss": loss, "best_probe_loss": best})
         if best is None or loss < best:
             tensors, info = self._state()
             save_checkpoint(self.out / "best", self.ema, {**self._summary(), "probe_loss": loss}, tensors, info)
@@ -554,11 +553,24 @@ class Trainer:
                           f"at step {best_step}, kept in {self.out / 'best'}; to go on from there: diffuse train "
                           f"--data {self.cfg.data} --out {self.out / 'best'} --resume --clip-grad 1 (or a lower --lr)",
                           stacklevel=2)
+        # Logged last: the row says best/ has seen this checkpoint (_catch_up_probe relies on it).
+        self._log({"event": "checkpoint", "step": self.step, "probe_loss": loss, "best_probe_loss": best})
+
+    def _catch_up_probe(self) -> None:
+        """A run killed after a checkpoint's save but before best/ took it (while scoring its
+        probe, or inside best/'s save) left it unscored: score it on resuming, so that best/ ends
+        as in a run never stopped. Scoring is idempotent, so one scored already is not missed."""
+        path = self.out / "log.jsonl"
+        rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()] if path.exists() else []
+        if not any(r.get("event") == "checkpoint" and r.get("step") == self.step for r in rows):
+            self._watch_probe()
 
     def run(self) -> Path:
         cfg, main = self.cfg, self.world.is_main
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
+            if cfg.resume:
+                self._catch_up_probe()
         deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes else math.inf
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and main), unit="step",
                    dynamic_ncols=True)

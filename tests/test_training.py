@@ -303,3 +303,44 @@ def test_a_first_save_killed_after_its_commit_point_is_not_overwritten_by_a_fres
     _as_if_killed_after_the_commit_point(run)
     with pytest.raises(DiffuseError, match="already holds a checkpoint"):
         Trainer(tiny_config(run, steps=2))
+
+
+@pytest.mark.parametrize("killed_in", ["probe", "best save"])
+def test_a_kill_between_a_checkpoint_and_its_best_copy_leaves_best_as_an_unbroken_run(tmp_path, monkeypatch, killed_in):
+    """Killed after the checkpoint of step 2 was saved but before best/ took it (while scoring
+    its probe loss, or inside best/'s save), the resumed run scores it first, so best/ holds step
+    2 as in a run never stopped, not the step 1 a later checkpoint would keep."""
+    import diffuse.training as training
+    from diffuse.checkpoint import read_config
+    probes = {1: 1.0, 2: 0.5, 3: 0.8}
+
+    def trainer(out, **kw):
+        t = Trainer(tiny_config(out, steps=3, checkpoint_every=1, **kw))
+        t.probe_loss = lambda: probes[t.step]
+        return t
+
+    trainer(tmp_path / "straight").run()
+    split, real_save = trainer(tmp_path / "split"), training.save_checkpoint
+
+    def dying_probe():  # SystemExit stands for the SIGKILL: nothing after it runs
+        if split.step == 2:
+            raise SystemExit
+        return probes[split.step]
+
+    def dying_save(directory, *args, **kw):
+        if split.step == 2 and Path(directory).name == "best":
+            raise SystemExit
+        return real_save(directory, *args, **kw)
+    if killed_in == "probe":
+        split.probe_loss = dying_probe
+    else:
+        monkeypatch.setattr(training, "save_checkpoint", dying_save)
+    with pytest.raises(SystemExit):
+        split.run()
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    trainer(tmp_path / "split", resume=True).run()
+    for run in ("straight", "split"):
+        assert read_config(tmp_path / run / "best")["training"]["steps"] == 2, run
+    _same_files(tmp_path / "straight" / "best", tmp_path / "split" / "best")
+    events = [json.loads(r) for r in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e.get("event") == "checkpoint"] == [1, 2, 3, 3]  # each scored once
