@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import (CONFIG_FILE, STATE_JSON, load_checkpoint, load_training_state, read_config,
-                         remove_stale_temporaries, save_checkpoint)
+                         remove_stale_temporaries, roll_forward, save_checkpoint)
 from .data import TensorDataset, load_dataset
 from .denoiser import EDMLoss
 from .devices import DEVICES, resolve_device, use_device
@@ -148,6 +148,7 @@ def resume_config(out: str | Path, data: str, **given) -> TrainConfig:
     """The config to continue the run in `out` with: its own recipe, except the settings in
     `given` (None values count as not given). Budget and machine settings come from `given` or
     the defaults. A run started with --minutes alone has no step target to keep."""
+    roll_forward(out)  # a save killed past its commit point is a checkpoint: finish it before reading
     try:
         saved = json.loads((Path(out) / STATE_JSON).read_text())["train"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
@@ -296,13 +297,12 @@ class Trainer:
         self.cfg, self.world = cfg, world
         self.device = device or resolve_device(cfg.device, world.local_rank)
         self.out = Path(cfg.out)
+        self._finish_killed_saves()
         if (self.out / CONFIG_FILE).exists() and not cfg.resume:
             raise DiffuseError(f"{self.out} already holds a checkpoint: pass --resume to continue it or choose another output")
         state = None
         if cfg.resume:
             saved = read_config(self.out)  # fails clearly when there is nothing to resume
-            if world.is_main:
-                remove_stale_temporaries(self.out)  # left by a save killed before its commit point
             state_tensors, state = load_training_state(self.out)
             for k in RUN_IDENTITY:
                 was = state["train"].get(k, getattr(TrainConfig, k, None))
@@ -341,6 +341,17 @@ class Trainer:
         if world.size > 1:
             self.forward = nn.parallel.DistributedDataParallel(
                 self.forward, device_ids=[self.device] if self.device.startswith("cuda") else None)
+
+    def _finish_killed_saves(self) -> None:
+        """Roll forward the saves a kill interrupted past their commit point, so that a checkpoint
+        counts even before its config.json is in place, and remove the temporaries of those killed
+        before it. Both the run directory and best/ are saved into; a fresh start counts too (a
+        first save can be killed). Only the main process deletes: it alone writes."""
+        for d in (self.out, self.out / "best"):
+            if self.world.is_main:
+                remove_stale_temporaries(d)
+            else:
+                roll_forward(d)
 
     @property
     def global_batch(self) -> int:
@@ -533,7 +544,6 @@ class Trainer:
         loss = self.probe_loss()
         best_file = self.out / "best" / CONFIG_FILE
         best = read_config(self.out / "best").get("probe_loss") if best_file.exists() else None
-        self._log({"event": "checkpoint", "step": self.step, "probe_loss": loss, "best_probe_loss": best})
         if best is None or loss < best:
             tensors, info = self._state()
             save_checkpoint(self.out / "best", self.ema, {**self._summary(), "probe_loss": loss}, tensors, info)
@@ -543,11 +553,24 @@ class Trainer:
                           f"at step {best_step}, kept in {self.out / 'best'}; to go on from there: diffuse train "
                           f"--data {self.cfg.data} --out {self.out / 'best'} --resume --clip-grad 1 (or a lower --lr)",
                           stacklevel=2)
+        # Logged last: the row says best/ has seen this checkpoint (_catch_up_probe relies on it).
+        self._log({"event": "checkpoint", "step": self.step, "probe_loss": loss, "best_probe_loss": best})
+
+    def _catch_up_probe(self) -> None:
+        """A run killed after a checkpoint's save but before best/ took it (while scoring its
+        probe, or inside best/'s save) left it unscored: score it on resuming, so that best/ ends
+        as in a run never stopped. Scoring is idempotent, so one scored already is not missed."""
+        path = self.out / "log.jsonl"
+        rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()] if path.exists() else []
+        if not any(r.get("event") == "checkpoint" and r.get("step") == self.step for r in rows):
+            self._watch_probe()
 
     def run(self) -> Path:
         cfg, main = self.cfg, self.world.is_main
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
+            if cfg.resume:
+                self._catch_up_probe()
         deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes else math.inf
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and main), unit="step",
                    dynamic_ncols=True)

@@ -21,13 +21,19 @@ def _fixed_loss(model, data):
         return EDMLoss()(model, y, model.encode(data.captions[:64]), sigma, noise).mean().item()
 
 
+def _step_rows(run: Path) -> list[dict]:
+    """The log's training rows, without its event rows (checkpoint probes, gradient spikes)."""
+    rows = [json.loads(r) for r in (run / "log.jsonl").read_text().splitlines()]
+    return [r for r in rows if "event" not in r]
+
+
 def test_training_lowers_the_loss(tmp_path):
     trainer = Trainer(tiny_config(tmp_path / "run", steps=60))
     before = _fixed_loss(trainer.model, trainer.data)
     trainer.run()
     after = _fixed_loss(trainer.model, trainer.data)
     assert after < 0.8 * before, (before, after)
-    rows = [json.loads(r) for r in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    rows = _step_rows(tmp_path / "run")
     assert rows[-1]["step"] == 60 and all(r["images_per_s"] > 0 for r in rows)
 
 
@@ -40,7 +46,7 @@ def test_resume_equals_uninterrupted_training(tmp_path):
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), (name, k)
-    steps = [json.loads(r)["step"] for r in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in _step_rows(tmp_path / "split")]
     assert steps == sorted(set(steps))
 
 
@@ -185,7 +191,7 @@ def test_a_run_extended_with_more_steps_continues_the_same_rsqrt_schedule(tmp_pa
     Trainer(tiny_config(tmp_path / "extended", steps=6, **kw)).run()
     Trainer(tiny_config(tmp_path / "extended", steps=8, resume=True, **kw)).run()
     _same_files(tmp_path / "straight", tmp_path / "extended")
-    rates = [json.loads(r)["lr"] for r in (tmp_path / "extended" / "log.jsonl").read_text().splitlines()]
+    rates = [r["lr"] for r in _step_rows(tmp_path / "extended")]
     assert rates == pytest.approx([2e-3 / max(s / 2, 1) ** 0.5 for s in range(8)])
 
 
@@ -230,7 +236,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_one_line_and_keeps_the_l
 
 def test_the_best_checkpoint_is_kept_apart_and_divergence_warns(tmp_path):
     trainer = Trainer(tiny_config(tmp_path / "run", steps=4, checkpoint_every=1))
-    probes = iter([1.0, 0.5, 0.8, 1.2])
+    probes = iter([1.0, 0.5, 0.8, 1.2, 1.2])  # the last step is saved (and scored) again as the run ends
     trainer.probe_loss = lambda: next(probes)
     with pytest.warns(UserWarning, match=r"may have diverged: probe loss 1.2000 at step 4 against 0.5000 at step 2"):
         trainer.run()
@@ -245,3 +251,102 @@ def test_the_probe_loss_is_exact_and_leaves_the_run_untouched(tmp_path):
     state = torch.get_rng_state(), trainer.gen.get_state()
     assert trainer.probe_loss() == trainer.probe_loss()
     assert torch.equal(state[0], torch.get_rng_state()) and torch.equal(state[1], trainer.gen.get_state())
+
+
+# What a SIGKILL inside a save leaves behind (benchmarks/chaos_train.py lands kills there).
+KILLED = ".k1ll3d.tmp"  # the suffix of a temporary file named as checkpoint._temp_path names them
+
+
+def _as_if_killed_after_the_commit_point(d: Path) -> None:
+    """Put a checkpoint back as a save killed just after its journal's rename leaves it: the
+    journal in place, every file still under its temporary name."""
+    renames = []
+    for name in ("model.safetensors", "training_state.safetensors", "training_state.json", "config.json"):
+        (d / name).rename(d / f".{name}{KILLED}")
+        renames.append([f".{name}{KILLED}", name])
+    (d / ".commit.json").write_text(json.dumps({"renames": renames}))
+
+
+def _temporaries(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.name.endswith(".tmp") or p.name == ".commit.json")
+
+
+def test_a_resume_removes_what_killed_saves_left_in_best_too(tmp_path):
+    """best/ is saved into as often as the run directory, so a kill lands in its saves as often."""
+    run = tmp_path / "run"
+    Trainer(tiny_config(run, steps=2, checkpoint_every=1)).run()
+    for p in (run / f".model.safetensors{KILLED}", run / "best" / f".training_state.safetensors{KILLED}"):
+        p.write_bytes(b"half a file")
+    Trainer(tiny_config(run, steps=3, resume=True)).run()
+    assert _temporaries(run) == []
+
+
+def test_a_fresh_start_removes_what_a_killed_first_save_left(tmp_path):
+    """Killed before its first checkpoint committed, a run has nothing to resume and starts again."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / f".model.safetensors{KILLED}").write_bytes(b"half a file")
+    Trainer(tiny_config(run, steps=1)).run()
+    assert _temporaries(run) == []
+
+
+def test_a_first_save_killed_after_its_commit_point_resumes(tmp_path):
+    """Past the commit point the save counts (the next reader rolls it forward), even before
+    config.json and training_state.json are in place: --resume continues it exactly."""
+    from diffuse.training import resume_config
+    Trainer(tiny_config(tmp_path / "straight", steps=3)).run()
+    run = tmp_path / "run"
+    Trainer(tiny_config(run, steps=2)).run()
+    _as_if_killed_after_the_commit_point(run)
+    cfg = resume_config(run, "shapes", progress=False, preview_every=0, checkpoint_every=0, steps=3)
+    Trainer(cfg).run()
+    _same_files(tmp_path / "straight", run)
+
+
+def test_a_first_save_killed_after_its_commit_point_is_not_overwritten_by_a_fresh_start(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(run, steps=2)).run()
+    _as_if_killed_after_the_commit_point(run)
+    with pytest.raises(DiffuseError, match="already holds a checkpoint"):
+        Trainer(tiny_config(run, steps=2))
+
+
+@pytest.mark.parametrize("killed_in", ["probe", "best save"])
+def test_a_kill_between_a_checkpoint_and_its_best_copy_leaves_best_as_an_unbroken_run(tmp_path, monkeypatch, killed_in):
+    """Killed after the checkpoint of step 2 was saved but before best/ took it (while scoring
+    its probe loss, or inside best/'s save), the resumed run scores it first, so best/ holds step
+    2 as in a run never stopped, not the step 1 a later checkpoint would keep."""
+    import diffuse.training as training
+    from diffuse.checkpoint import read_config
+    probes = {1: 1.0, 2: 0.5, 3: 0.8}
+
+    def trainer(out, **kw):
+        t = Trainer(tiny_config(out, steps=3, checkpoint_every=1, **kw))
+        t.probe_loss = lambda: probes[t.step]
+        return t
+
+    trainer(tmp_path / "straight").run()
+    split, real_save = trainer(tmp_path / "split"), training.save_checkpoint
+
+    def dying_probe():  # SystemExit stands for the SIGKILL: nothing after it runs
+        if split.step == 2:
+            raise SystemExit
+        return probes[split.step]
+
+    def dying_save(directory, *args, **kw):
+        if split.step == 2 and Path(directory).name == "best":
+            raise SystemExit
+        return real_save(directory, *args, **kw)
+    if killed_in == "probe":
+        split.probe_loss = dying_probe
+    else:
+        monkeypatch.setattr(training, "save_checkpoint", dying_save)
+    with pytest.raises(SystemExit):
+        split.run()
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    trainer(tmp_path / "split", resume=True).run()
+    for run in ("straight", "split"):
+        assert read_config(tmp_path / run / "best")["training"]["steps"] == 2, run
+    _same_files(tmp_path / "straight" / "best", tmp_path / "split" / "best")
+    events = [json.loads(r) for r in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e.get("event") == "checkpoint"] == [1, 2, 3, 3]  # each scored once
