@@ -260,7 +260,7 @@ def _add_eval(sub):
     p.add_argument("--per-prompt", type=int, default=2, help="images per prompt (default: 2; at least 2 for diversity)")
     p.add_argument("--seed", type=int, default=0,
                    help="which set of images: every (seed, prompt, image) has its own noise, so two seeds share "
-                        "no image; 0 to 2^31-1 (default: 0)")
+                        "no image; 0 to 2^31 - 1 (default: 0)")
     p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
     p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
                    help=f"(default: {_sampler_defaults()[0]})")
@@ -310,6 +310,10 @@ def _add_serve(sub):
     p.add_argument("--port", type=int, default=8000, help="default: 8000")
     p.add_argument("--output-dir", default="outputs/served", help="where images answered by url are kept "
                                                                     "(default: outputs/served)")
+    p.add_argument("--keep", type=int, default=1000,
+                   help="images kept in --output-dir, the oldest removed first; 0 for no limit (default: 1000)")
+    p.add_argument("--keep-mb", type=float, default=0,
+                   help="MiB kept in --output-dir, the oldest images removed first; 0 for no limit (default: 0)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but the page's files "
                                      "(default: $DIFFUSE_API_KEY; unset: no key)")
     p.add_argument("--queue-size", type=int, default=8, help="jobs that may wait behind the running one (default: 8)")
@@ -403,6 +407,13 @@ def run_request(a, req, extra_info: dict | None = None) -> None:
     write_images(pipe, req, paths, grid_path if a.grid else None, extra_info)
 
 
+def emit(path) -> None:
+    """Name a written file on stdout in one write and flush it: processes under torchrun share
+    stdout, and print's two writes (text, then newline) could interleave with another's."""
+    sys.stdout.write(f"{path}\n")
+    sys.stdout.flush()
+
+
 def write_images(pipe, req, paths: list[Path], grid_path: Path | None, extra_info: dict | None = None) -> None:
     from .pipeline import image_grid, save_png
     images = pipe.generate(req)
@@ -414,12 +425,12 @@ def write_images(pipe, req, paths: list[Path], grid_path: Path | None, extra_inf
             info = json.loads(img.info["diffuse"])
             img.info["diffuse"] = json.dumps({**info, **extra_info})
         save_png(img, path)
-        print(path)
+        emit(path)
     if grid_path is not None:
         grid = image_grid(images)
         grid.info.update(pipe.composite_metadata([(req, seed) for seed in req.seeds], picture="grid"))
         save_png(grid, grid_path)
-        print(grid_path)
+        emit(grid_path)
     note_prompt(pipe, req)
 
 
@@ -625,7 +636,10 @@ def cmd_serve(a) -> None:
         if getattr(a, name) <= 0:
             raise DiffuseError(f"--{name.replace('_', '-')} must be above 0")
     api_key = a.api_key or os.environ.get("DIFFUSE_API_KEY") or None
-    limits = Limits(n=a.max_n, steps=a.max_steps, upload_bytes=int(a.max_upload_mb * 2 ** 20))
+    if a.keep < 0 or a.keep_mb < 0:
+        raise DiffuseError("--keep and --keep-mb must be 0 (no limit) or more")
+    limits = Limits(n=a.max_n, steps=a.max_steps, upload_bytes=int(a.max_upload_mb * 2 ** 20), keep=a.keep,
+                    keep_bytes=int(a.keep_mb * 2 ** 20))
     a.model = serve_model(a.model)
     app = create_app(load_pipeline(a), output_dir=a.output_dir, api_key=api_key,
                      queue_size=a.queue_size, limits=limits)

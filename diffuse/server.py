@@ -26,6 +26,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Literal
@@ -60,6 +61,8 @@ class Limits:
     steps: int = 100                    # sampler steps per request
     upload_bytes: int = 4 * 2 ** 20     # per uploaded image (OpenAI's 4 MB)
     upload_pixels: int = 2048 * 2048    # per uploaded image, read from its header before decoding
+    keep: int = 1000                    # images kept in the output folder, oldest removed first (0: no limit)
+    keep_bytes: int = 0                 # bytes kept in the output folder, likewise (0: no limit)
 
     @property
     def body_bytes(self) -> int:
@@ -181,6 +184,30 @@ async def read_any(request: Request) -> tuple[dict, dict[str, UploadFile], bool]
 
 # ----------------------------------------------------------------------------- the app
 
+def prune_outputs(folder: Path, keep: int, keep_bytes: int, spare: Path | None = None) -> list[Path]:
+    """Remove the oldest images of the output folder until at most `keep` of them and `keep_bytes`
+    bytes are left (0: no limit on that); `spare` (the image just saved) always stays. Returns
+    what was removed. Without it the folder grows with every answer for as long as the server runs."""
+    if not keep and not keep_bytes:
+        return []
+    entries = []
+    for p in folder.glob("*.png"):
+        try:
+            st = p.stat()
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        entries.append((st.st_mtime_ns, p.name, p, st.st_size))
+    entries.sort(reverse=True)  # newest first
+    kept_n, kept_bytes, removed = 0, 0, []
+    for _, _, p, size in entries:
+        if p == spare or ((not keep or kept_n < keep) and (not keep_bytes or kept_bytes + size <= keep_bytes)):
+            kept_n, kept_bytes = kept_n + 1, kept_bytes + size
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 class Server:
     """The state the routes share: the pipeline, its worker, the output folder and the limits."""
 
@@ -188,6 +215,7 @@ class Server:
         self.pipe, self.output_dir, self.limits = pipe, Path(output_dir), limits
         self.worker = Worker(pipe, queue_size)
         self.started = int(time.time())
+        self._pruning = threading.Lock()  # answers are saved from several threads
 
     # --- requests
 
@@ -276,7 +304,10 @@ class Server:
     def save(self, image) -> str:
         """Keep an image in the output folder under a random id (with its PNG metadata)."""
         image_id = secrets.token_hex(16)
-        save_png(image, self.output_dir / f"{image_id}.png")
+        path = self.output_dir / f"{image_id}.png"
+        save_png(image, path)
+        with self._pruning:
+            prune_outputs(self.output_dir, self.limits.keep, self.limits.keep_bytes, spare=path)
         return image_id
 
     def answer(self, request: Request, images: list, response_format: str, with_parameters: bool = False) -> dict:

@@ -331,9 +331,12 @@ class Trainer:
         self.loss_fn = EDMLoss(cfg.p_mean, cfg.p_std, self.model.denoiser.sigma_data,
                                high_share=cfg.high_sigma_share)
         self.step, self.images_seen, self.elapsed = 0, 0, 0.0
+        self.saved_step: int | None = None  # the step of the last checkpoint this process wrote
         self.spikes = SpikeWatch()
         if state is not None:
             self._restore(state_tensors, state)
+        elif world.is_main:
+            self._truncate_log(0)  # rows of a run killed before its first checkpoint belong to no run
         self.amp = autocast_dtype(cfg.precision, self.device)
         if cfg.compile:
             self.model.denoiser.net.compile()  # in place: parameter names, hence checkpoints, stay as they are
@@ -511,6 +514,7 @@ class Trainer:
         return not any_rank(time.monotonic() >= deadline or stop.requested, self.device)
 
     def checkpoint(self) -> None:
+        self.saved_step = self.step
         if self.world.is_main:
             try:
                 self.save()
@@ -601,7 +605,8 @@ class Trainer:
                 if main and cfg.preview_every and self.step % cfg.preview_every == 0:
                     self.preview()
             bar.close()
-            self.checkpoint()
+            if self.saved_step != self.step:  # the loop may have just saved this very step
+                self.checkpoint()
         if stop.requested:
             raise KeyboardInterrupt  # saved at a step boundary: --resume continues exactly
         if main and cfg.preview_every:

@@ -70,7 +70,10 @@ def test_two_processes_train_as_one_accumulating_two(two_process_run, tmp_path):
     training = json.loads((two_process_run / "config.json").read_text())["training"]
     assert (training["global_batch"], training["world_size"], training["images_seen"]) == (4, 2, 40)
     rows = [json.loads(r) for r in (two_process_run / "log.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["global_batch"], r["processes"]) for r in rows] == [(10, 4, 2)]  # rank 0 alone writes
+    steps = [r for r in rows if "loss" in r]  # the rest are events (checkpoints' probe losses)
+    assert [(r["step"], r["global_batch"], r["processes"]) for r in steps] == [(10, 4, 2)]  # rank 0 alone writes
+    checkpoints = [r["step"] for r in rows if r.get("event") == "checkpoint"]
+    assert checkpoints == sorted(set(checkpoints)) and checkpoints[-1] == 10  # once each, by rank 0
 
 
 def test_two_process_checkpoint_resumes_in_one_process(two_process_run, tmp_path):

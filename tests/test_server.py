@@ -362,3 +362,26 @@ def test_serve_command_bad_input_is_one_line(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "none"), "--queue-size", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "does not exist" in err[0] and "--queue-size must be above 0" in err[1]
+
+
+def test_the_output_folder_keeps_the_newest_images_only(pipe, tmp_path):
+    """--keep N / --keep-mb: answered images beyond the limit are removed oldest first, and the
+    URLs of the kept ones still answer."""
+    with TestClient(create_app(pipe, output_dir=tmp_path, limits=Limits(keep=3))) as c:
+        urls = []
+        for seed in range(5):
+            r = c.post("/v1/images/generations", json={"prompt": "a red circle", "steps": 2, "seed": seed})
+            urls.append(r.json()["data"][0]["url"])
+        assert len(list(tmp_path.glob("*.png"))) == 3
+        assert [c.get(u).status_code for u in urls] == [404, 404, 200, 200, 200]
+
+
+def test_prune_outputs_by_bytes_spares_the_newest(tmp_path):
+    import os
+    from diffuse.server import prune_outputs
+    for k in range(4):
+        (tmp_path / f"{k}.png").write_bytes(b"x" * 100)
+        os.utime(tmp_path / f"{k}.png", ns=(k * 10 ** 9, k * 10 ** 9))
+    assert sorted(p.name for p in prune_outputs(tmp_path, keep=0, keep_bytes=250)) == ["0.png", "1.png"]
+    assert prune_outputs(tmp_path, keep=0, keep_bytes=10, spare=tmp_path / "3.png") == [tmp_path / "2.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["3.png"] and prune_outputs(tmp_path, 0, 0) == []
