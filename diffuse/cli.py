@@ -19,7 +19,7 @@ from .samplers import SAMPLERS
 from .schedules import SCHEDULES
 
 
-SEED_RANGE = "an integer from 0 to 2^63 - 1"  # pipeline.MAX_SEED; larger seeds are an error, not reduced
+SEED_RANGE = "an integer from 0 to 2^32 - 1"  # pipeline.MAX_SEED; larger seeds are an error, not reduced
 
 
 class Parser(argparse.ArgumentParser):
@@ -260,7 +260,7 @@ def _add_eval(sub):
     p.add_argument("--per-prompt", type=int, default=2, help="images per prompt (default: 2; at least 2 for diversity)")
     p.add_argument("--seed", type=int, default=0,
                    help="which set of images: every (seed, prompt, image) has its own noise, so two seeds share "
-                        "no image; 0 to 2^31 - 1 (default: 0)")
+                        "no image; 0 to 4095 (default: 0)")
     p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
     p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
                    help=f"(default: {_sampler_defaults()[0]})")
@@ -595,10 +595,10 @@ def cmd_info(a) -> None:
 
 def cmd_eval(a) -> None:
     from .evaluation import evaluate, format_table
-    if not 1 <= a.per_prompt < 2 ** 16:
-        raise DiffuseError("--per-prompt must be between 1 and 65535")
-    if not 0 <= a.seed < 2 ** 31:
-        raise DiffuseError("eval's --seed must be between 0 and 2^31 - 1 (each seed is its own set of images)")
+    if not 1 <= a.per_prompt <= 1024:
+        raise DiffuseError("--per-prompt must be between 1 and 1024")
+    if not 0 <= a.seed < 4096:
+        raise DiffuseError("eval's --seed must be between 0 and 4095 (each seed is its own set of images)")
     pipe = load_pipeline(a)
     result = evaluate(pipe, per_prompt=a.per_prompt, seed=a.seed, progress=lambda m: print(m, file=sys.stderr),
                       steps=a.steps, sampler=a.sampler, guidance=a.guidance)

@@ -39,14 +39,16 @@ DEFAULT_SAMPLER, INPAINT_SAMPLER = "dpmpp_2m", "euler_ancestral"
 # type: Karras", its processing.create_infotext and sd_schedulers); it has no VP schedule.
 A1111_SAMPLERS = {"euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM++ 2M", "ddim": "DDIM", "euler_ancestral": "Euler a"}
 A1111_SCHEDULES = {"karras": "Karras", "exponential": "Exponential", "vp": "VP"}
-MAX_SEED = 2 ** 63 - 1  # seeds are int64 (JSON clients and torch's generators both take them whole)
+# torch's CPU generator (mt19937) keeps only the low 32 bits of a seed: seed s and s + 2^32 draw
+# the same noise, so larger seeds would repeat smaller ones' images. 32 bits, as A1111's seeds.
+MAX_SEED = 2 ** 32 - 1
 
 
 def check_seed(seed, span: int = 1, what: str = "seed") -> int:
     """A seed from 0 to MAX_SEED whose `span` images (seed + k, k < span) all stay in range, or a
-    RequestError naming the range: torch's generators overflow at 2^64 with a bare ValueError."""
+    RequestError naming the range (beyond 2^32 - 1 a seed would alias a smaller one)."""
     if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - (span - 1):
-        limit = "2^63 - 1" if span == 1 else f"2^63 - {span} (its {span} images use seed + k)"
+        limit = "2^32 - 1" if span == 1 else f"2^32 - {span} (its {span} images use seed + k)"
         raise RequestError(f"{what} must be an integer from 0 to {limit}, got {seed!r}")
     return seed
 
@@ -60,7 +62,7 @@ class GenerateRequest:
     prompt: str
     negative_prompt: str = ""        # what guidance steers away from (replaces the empty prompt)
     n: int = 1                       # images; image k gets seed + k
-    seed: int | None = None          # 0 to 2^63 - 1 (image k: seed + k); None: a random one, recorded in every image
+    seed: int | None = None          # 0 to 2^32 - 1 (image k: seed + k); None: a random one, recorded in every image
     steps: int = 20                  # sampler steps (Heun spends two evaluations per step)
     sampler: str | None = None       # one of samplers.SAMPLERS; None: DEFAULT_SAMPLER, INPAINT_SAMPLER with a mask
     guidance: float = 2.0            # classifier-free guidance scale; 1 = off, 0 = unconditional (2: see
@@ -72,7 +74,7 @@ class GenerateRequest:
     init_image: Image.Image | None = None  # image-to-image / inpainting input
     strength: float | None = None    # how much of the schedule runs on init_image (None: 0.8, or 1 with a mask)
     mask: Image.Image | None = None  # inpainting: white = repaint, black = keep (any mode, soft edges)
-    variation_seed: int | None = None   # seed variations: blend this seed's noise into the seed's (0 to 2^63 - 1)
+    variation_seed: int | None = None   # seed variations: blend this seed's noise into the seed's (0 to 2^32 - 1)
     variation_strength: float = 0.0     # 0 = the seed's image, 1 = the variation seed's
 
     def __post_init__(self):

@@ -3,7 +3,7 @@
     diffuse serve --model runs/shapes        # then open http://127.0.0.1:8000
 
   POST /v1/images/generations  JSON: prompt, n, size "WxH", response_format (url | b64_json), model,
-                               and diffuse's seed (0 to 2^63 - 1), steps, sampler, guidance, negative_prompt
+                               and diffuse's seed (0 to 2^32 - 1), steps, sampler, guidance, negative_prompt
   POST /v1/images/edits        multipart: image, mask (optional), prompt, n, size, ... , strength
   POST /v1/images/variations   multipart: image, n, size, ... (prompt: the image's own, if it records one)
   POST /v1/diffuse/stream      JSON or form, the fields of the three above: server-sent events, one per

@@ -26,8 +26,8 @@ def test_help_for_every_command(capsys):
     assert "--negative-prompt" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("cmd,limit", [(["generate"], "2^63 - 1"), (["inpaint"], "2^63 - 1"), (["eval"], "2^31 - 1"),
-                                       (["explain", "noise"], "2^63 - 1"), (["explain", "prompt"], "2^63 - 1")])
+@pytest.mark.parametrize("cmd,limit", [(["generate"], "2^32 - 1"), (["inpaint"], "2^32 - 1"), (["eval"], "4095"),
+                                       (["explain", "noise"], "2^32 - 1"), (["explain", "prompt"], "2^32 - 1")])
 def test_help_states_the_seed_range(capsys, cmd, limit):
     with pytest.raises(SystemExit):
         main(cmd + ["--help"])
@@ -106,9 +106,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(folders, capsys, args, 
     (["--steps", "0"], "steps must be"), (["--guidance", "-1"], "guidance must be"),
     (["--sampler", "nope"], "invalid choice"), (["--width", "33"], "width 33"), (["-n", "0"], "n must be"),
     (["--steps", "many"], "invalid int"),
-    (["--seed", str(2 ** 64)], "seed must be an integer from 0 to 2^63 - 1"),
+    (["--seed", str(2 ** 64)], "seed must be an integer from 0 to 2^32 - 1"),
     (["--eta", "0.5"], "eta is the noise of ddim and euler_ancestral; dpmpp_2m adds none"),
-    (["--variation-seed", str(2 ** 64), "--variation-strength", "0.5"], "variation seed must be an integer from 0 to 2^63 - 1"),
+    (["--variation-seed", str(2 ** 64), "--variation-strength", "0.5"], "variation seed must be an integer from 0 to 2^32 - 1"),
 ])
 def test_bad_generate_options(tiny_model_dir, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) if "invalid" in message else contextlib.nullcontext():

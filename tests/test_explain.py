@@ -112,5 +112,5 @@ def test_explain_noise_refuses_a_seed_out_of_range(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
     assert main(["explain", "noise", str(tmp_path / "in.png"), "--seed", str(2 ** 64), "--out", str(tmp_path / "n.png")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "seed must be an integer from 0 to 2^63 - 1" in err
+    assert err.count("\n") == 1 and "seed must be an integer from 0 to 2^32 - 1" in err
     assert not (tmp_path / "n.png").exists()
