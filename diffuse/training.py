@@ -487,9 +487,13 @@ class Trainer:
                                                   cfg.ema_rampup))
         return losses.mean(), grad_norm.detach()
 
+    def _step_on_disk(self) -> int | None:
+        """The step of the checkpoint in the run directory, or None before the first one."""
+        return read_config(self.out)["training"]["steps"] if (self.out / CONFIG_FILE).exists() else None
+
     def _nonfinite_message(self, losses: torch.Tensor) -> str:
         what = "loss" if not torch.isfinite(losses).all() else "gradient"
-        saved = read_config(self.out)["training"]["steps"] if (self.out / CONFIG_FILE).exists() else None
+        saved = self._step_on_disk()
         kept = f"the checkpoint of step {saved} in {self.out} is intact" if saved is not None else "nothing was saved"
         return (f"the {what} became nan or inf at step {self.step + 1}; the weights were not updated and {kept}: "
                 f"resume it with --resume and a lower --lr or --clip-grad 1")
@@ -519,7 +523,7 @@ class Trainer:
             try:
                 self.save()
             except OSError as e:  # a full disk, a file-size limit, a folder gone: one line, the old one kept
-                had = read_config(self.out)["training"]["steps"] if (self.out / CONFIG_FILE).exists() else None
+                had = self._step_on_disk()
                 kept = f"the checkpoint of step {had} is intact" if had is not None else "no earlier checkpoint exists"
                 raise DiffuseError(f"could not write the checkpoint of step {self.step} to {self.out} "
                                    f"({e.strerror or e}); {kept}: free space and continue with --resume") from None
