@@ -11,7 +11,7 @@
 #  3. four runs at once for $MINUTES minutes on shapes, from scratch:
 #       old    - the recipe that diverged on the CPU (lr 2e-3 constant, batch 16, no clipping), fp32
 #       clip   - the same with --clip-grad 1, fp32
-#       dflt   - today's defaults plus --device cuda (bf16 autocast), batch 16
+#       dflt   - the defaults of 2026-12-04 on CUDA: batch 16, bf16 autocast (pinned: auto is fp32 now)
 #       b256   - batch 256, --clip-grad 1, --high-sigma-share 0.1, --ema-halflife-kimg 20, bf16
 #     (they share the GPU, so their images/s are lower than alone; phase 2 has the solo figures);
 #  4. diffuse eval (defaults: 20 steps dpmpp_2m, guidance 2, 216 images) of dflt and b256.
@@ -47,8 +47,8 @@ train() { local name=$1; shift
     --minutes "$MINUTES" --preview-every 0 --checkpoint-every 2000 --quiet "$@" > "$RUNS/$name.txt" 2>&1; }
 train old --precision fp32 --lr 2e-3 --lr-schedule constant --clip-grad 0 --batch-size 16 &
 train clip --precision fp32 --lr 2e-3 --lr-schedule constant --clip-grad 1 --batch-size 16 &
-train dflt &
-train b256 --batch-size 256 --clip-grad 1 --high-sigma-share 0.1 --ema-halflife-kimg 20 &
+train dflt --precision bf16 --lr 2e-3 --lr-schedule constant --clip-grad 0 --batch-size 16 &
+train b256 --precision bf16 --batch-size 256 --clip-grad 1 --high-sigma-share 0.1 --ema-halflife-kimg 20 &
 wait
 for n in old clip dflt b256; do tail -2 "$RUNS/$n.txt" | sed "s/^/$n: /"; done | tee -a "$R"
 $PY benchmarks/log_summary.py "$RUNS"/old "$RUNS"/clip "$RUNS"/dflt "$RUNS"/b256 2>&1 | tee -a "$R"

@@ -89,7 +89,7 @@ class TrainConfig:
     seed: int = 0
     data_size: int = 20000             # images drawn for the procedural datasets (shapes)
     holdout: bool = True               # shapes: leave out data.HELD_OUT (shape, colour) pairs
-    precision: str = "auto"            # auto | fp32 | bf16 (auto: bf16 on CUDA, fp32 on CPU where bf16 measured slower)
+    precision: str = "auto"            # auto | fp32 | bf16 (auto: fp32, TF32 on CUDA; see autocast_dtype)
     device: str = "auto"               # auto | cpu | cuda (auto: CUDA when a GPU is visible)
     compile: bool = False              # torch.compile the UNet
     preview_every: int = 500           # steps between preview grids (0: none)
@@ -241,9 +241,13 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
 
 
 def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
-    if precision == "bf16" or (precision == "auto" and device.startswith("cuda")):
+    """bf16 autocast only when asked for. `auto` is fp32 everywhere (TF32 tensor cores on CUDA):
+    on this CPU bf16 measured 7-15x slower, and on an H200 at batch 256 it was no faster for the
+    tiny, small and medium presets (only large gained 17%) and one bf16 run's gradient became
+    nan where fp32 passed the same batch (benchmarks/RESULTS.md, "On one H200 GPU")."""
+    if precision == "bf16":
         return torch.bfloat16
-    return None  # fp32: on this CPU bf16 autocast measured 3-10x slower (benchmarks/RESULTS.md)
+    return None
 
 
 def clip_gradients(params, max_norm: float) -> torch.Tensor:

@@ -118,7 +118,8 @@ def test_device_selection():
     with pytest.raises(DiffuseError, match="unknown device"):
         resolve_device("tpu")
     assert backend_for("cuda:1") == "nccl" and backend_for("cpu") == "gloo"
-    assert autocast_dtype("auto", "cuda:1") == torch.bfloat16 and autocast_dtype("auto", "cpu") is None
+    assert autocast_dtype("auto", "cuda:1") is None and autocast_dtype("auto", "cpu") is None
+    assert autocast_dtype("bf16", "cuda:1") == torch.bfloat16
     if not torch.cuda.is_available():
         assert resolve_device("auto") == "cpu"
 
