@@ -149,13 +149,26 @@ def save_checkpoint(directory: str | Path, model: TextToImageModel, info: dict,
     return digest
 
 
-# The model the project trained and ships (README: how), used wherever no model is named.
-BUNDLED_MODEL = Path(__file__).parent / "models" / "shapes"
+# The models the project trained and ships (README: how), by name; `shapes` is used wherever no
+# model is named. A name always means the bundled model: a folder called so is `./shapes`.
+BUNDLED_MODELS = {name: Path(__file__).parent / "models" / name for name in ("shapes", "emoji")}
+BUNDLED_MODEL = BUNDLED_MODELS["shapes"]
 
 
 def model_dir(directory: str | Path | None) -> Path:
-    """The checkpoint directory to use: the one given, or the bundled model."""
-    return Path(directory) if directory else BUNDLED_MODEL
+    """The checkpoint directory to use: a bundled model's name, a path, or the bundled shapes model."""
+    if not directory:
+        return BUNDLED_MODEL
+    return BUNDLED_MODELS.get(str(directory), Path(directory))
+
+
+def model_name(directory: Path) -> str:
+    """How a model is named in PNG metadata, /v1/models and logs: a bundled model by its name (what
+    --model takes), any other by its folder's name."""
+    for name, path in BUNDLED_MODELS.items():
+        if directory == path:
+            return name
+    return directory.name
 
 
 def read_config(directory: str | Path) -> dict:

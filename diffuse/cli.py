@@ -19,6 +19,8 @@ from .samplers import SAMPLERS
 from .schedules import SCHEDULES
 
 
+MODEL_HELP = ("a bundled model, shapes or emoji, or a checkpoint directory from diffuse train (./NAME for a "
+              "folder named like a bundled model) (default: shapes)")
 SEED_RANGE = "an integer from 0 to 2^32 - 1"  # pipeline.MAX_SEED; larger seeds are an error, not reduced
 
 
@@ -127,7 +129,7 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
         p.add_argument("prompt", nargs="?", help=prompt_help)
     else:
         p.add_argument("prompt", help="what to draw")
-    p.add_argument("--model", help="checkpoint directory from diffuse train (default: the bundled shapes model)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--negative-prompt", default="", help="what guidance steers away from")
     if writes_images:
         p.add_argument("-n", "--num", type=int, default=1, help="number of images (default: 1)")
@@ -229,7 +231,7 @@ def _add_explain(sub):
                         description="Rows of images for each prompt at the same seeds: specific prompts give "
                                     "focused, consistent results; vague ones vary.")
     q.add_argument("prompts", nargs="+", help="two or more prompts, e.g. \"a shape\" \"a large red circle on white\"")
-    q.add_argument("--model", help="checkpoint directory (default: the bundled shapes model)")
+    q.add_argument("--model", help=MODEL_HELP)
     q.add_argument("-n", "--num", type=int, default=4, help="seeds per prompt (default: 4)")
     q.add_argument("--seed", type=int, default=0, help=f"first seed, {SEED_RANGE} (default: 0)")
     q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
@@ -244,7 +246,7 @@ def _add_explain(sub):
 def _add_info(sub):
     p = sub.add_parser("info", help="show what a checkpoint holds",
                        description="Show a checkpoint's network, text encoder, training data and steps.")
-    p.add_argument("model", nargs="?", help="checkpoint directory (default: the bundled shapes model)")
+    p.add_argument("model", nargs="?", help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print config.json's summary as JSON")
 
 
@@ -256,7 +258,7 @@ def _add_eval(sub):
                                    "seen and held-out (shape, colour) pairs apart, a Frechet distance in the "
                                    "classifier's features against real draws with its floor, diversity, and what the "
                                    "attribute matched least was read as (a confusion table).")
-    p.add_argument("model", nargs="?", help="checkpoint directory (default: the bundled shapes model)")
+    p.add_argument("model", nargs="?", help=MODEL_HELP)
     p.add_argument("--per-prompt", type=int, default=2, help="images per prompt (default: 2; at least 2 for diversity)")
     p.add_argument("--seed", type=int, default=0,
                    help="which set of images: every (seed, prompt, image) has its own noise, so two seeds share "
@@ -304,7 +306,7 @@ def _add_serve(sub):
                        description="Serve a model over HTTP: OpenAI-compatible /v1/images/generations, edits and "
                                    "variations, a live-progress stream (/v1/diffuse/stream), and a web page at /. "
                                    "One worker runs the model; requests beyond --queue-size waiting get 429.")
-    p.add_argument("--model", help="checkpoint directory from diffuse train (default: the bundled shapes model)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every network)")
     p.add_argument("--port", type=int, default=8000, help="default: 8000")

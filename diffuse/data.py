@@ -154,7 +154,22 @@ def load_image_folder(path: str | Path, size: int, holdout: bool = True) -> Tens
     summary = {"kind": "folder", "path": str(folder), "images": len(images), "examples": len(captions),
                "skipped_uncaptioned": uncaptioned, "skipped_unreadable": unreadable, "held_out": held_out,
                "size": size}
+    built = _emoji_build(folder)
+    if built:
+        summary["emoji"] = built
     return TensorDataset(stacked, captions, summary)
+
+
+def _emoji_build(folder: Path) -> dict | None:
+    """What `diffuse data emoji` recorded about a folder it wrote (its build.json), so that a
+    model trained on it knows its data was emoji art (the evaluator picks its reader by this)."""
+    try:
+        info = json.loads((folder / "build.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or "styles" not in info or "concepts" not in info:
+        return None
+    return {k: info[k] for k in ("size", "styles", "sources", "concepts", "images") if k in info}
 
 
 # ----------------------------------------------------------------------------- procedural shapes

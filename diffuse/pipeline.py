@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .checkpoint import BUNDLED_MODEL, load_checkpoint, model_dir
+from .checkpoint import load_checkpoint, model_dir, model_name
 from .data import tensor_to_pil
 from .editing import (InpaintDenoiser, check_mask_size, check_strength, composite, image_sha256, image_tensor,
                       img2img_sigmas, mask_tensor, noised_start, slerp)
@@ -152,10 +152,11 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu") -> "Pipeline":
-        """The checkpoint in `path`, or the bundled shapes model when path is None."""
+        """The checkpoint in `path` (a directory, or a bundled model's name: shapes, emoji), or the
+        bundled shapes model when path is None."""
         path = model_dir(path)
         model, cfg = load_checkpoint(path, device)
-        name = "bundled-shapes" if path == BUNDLED_MODEL else path.name
+        name = model_name(path)
         return cls(model, cfg["weights_sha256"], name, cfg)
 
     @property

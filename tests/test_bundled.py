@@ -16,8 +16,32 @@ def test_bundled_model_is_small_and_complete():
 
 def test_bundled_model_generates_by_default(tmp_path):
     pipe = Pipeline.load()
-    assert pipe.name == "bundled-shapes"
+    assert pipe.name == "shapes"
     img, = pipe("a red circle on a white background", seed=0, steps=4)
     assert img.size == (32, 32)
     assert main(["generate", "a red circle", "--seed", "1", "--steps", "4", "--out", str(tmp_path / "x.png")]) == 0
-    assert Image.open(tmp_path / "x.png").text["diffuse"].count("bundled-shapes") == 1
+    assert Image.open(tmp_path / "x.png").text["diffuse"].count('"model": "shapes"') == 1
+
+
+def test_bundled_emoji_model_is_within_budget_credits_its_sources_and_draws(tmp_path):
+    from diffuse.checkpoint import BUNDLED_MODELS
+    d = BUNDLED_MODELS["emoji"]
+    assert sum(f.stat().st_size for f in d.iterdir()) <= 50 * 2 ** 20
+    cfg = read_config(d)
+    assert cfg["data"]["emoji"]["styles"] == ["twemoji", "noto", "openmoji"] and cfg["data"]["held_out"] > 0
+    credits = (d / "LICENSES.md").read_text()
+    assert "CC BY 4.0" in credits and "CC BY-SA 4.0" in credits and "Open Font License" in credits
+    assert main(["generate", "a red apple, twemoji style", "--model", "emoji", "--seed", "3", "--steps", "4",
+                 "--out", str(tmp_path / "apple.png")]) == 0
+    img = Image.open(tmp_path / "apple.png")
+    assert img.size == (32, 32) and '"model": "emoji"' in img.text["diffuse"]
+
+
+def test_a_bundled_name_means_the_bundled_model_and_a_path_means_a_folder(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+    from diffuse.checkpoint import BUNDLED_MODELS, model_dir
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model_dir, tmp_path / "emoji")  # a user's own run named like a bundled model
+    assert model_dir("emoji") == BUNDLED_MODELS["emoji"] and model_dir("./emoji").resolve() == tmp_path / "emoji"
+    own = Pipeline.load("./emoji")
+    assert own.model_hash == read_config(tiny_model_dir)["weights_sha256"] != Pipeline.load("emoji").model_hash
