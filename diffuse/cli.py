@@ -236,6 +236,16 @@ def _add_explain(sub):
     q.add_argument("--seed", type=int, default=0, help=f"first seed, {SEED_RANGE} (default: 0)")
     q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
     q.add_argument("--out", default="outputs/explain-prompt.png", help="PNG to write")
+    q = esub.add_parser("styles", help="subjects in each style, one row per style",
+                        description="A grid with one row per style and one column per subject, each cell the "
+                                    "prompt '<subject>, <style> style' at the same seed. The styles are the ones "
+                                    "the model was trained with (the emoji model: twemoji, noto, openmoji).")
+    q.add_argument("subjects", nargs="+", help="what to draw, e.g. \"a red apple\" \"a taxi\"")
+    q.add_argument("--model", default="emoji", help="as elsewhere (default: emoji)")
+    q.add_argument("--styles", help="comma-separated style words (default: the model's own)")
+    q.add_argument("--seed", type=int, default=0, help=f"the seed of every cell, {SEED_RANGE} (default: 0)")
+    q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
+    q.add_argument("--out", default="outputs/explain-styles.png", help="PNG to write")
 
     p = sub.add_parser("plot", help="training curves of a run as a PNG",
                        description="Plot loss (raw and smoothed), images/s and any evaluation figures from a run's log.jsonl.")
@@ -543,6 +553,17 @@ def cmd_explain(a) -> None:
         req = request_from_args(a)
         note_prompt(pipe, req)
         save_png(explain.guidance_row(pipe, req, a.scales), out)
+        print(out)
+    elif a.what == "styles":
+        styles = [w.strip() for w in a.styles.split(",") if w.strip()] if a.styles else explain.model_styles(pipe)
+        if not styles:
+            raise DiffuseError(f"the model {pipe.name!r} records no styles: name them with --styles, e.g. --styles noto,openmoji")
+        from .pipeline import GenerateRequest
+        GenerateRequest(a.subjects[0], seed=a.seed, steps=a.steps)  # validates the numbers
+        for subject in a.subjects:
+            for style in styles:
+                note_prompt(pipe, GenerateRequest(f"{subject}, {style} style"))
+        save_png(explain.style_grid(pipe, a.subjects, styles, a.seed, a.steps), out)
         print(out)
     else:
         if len(a.prompts) < 2:

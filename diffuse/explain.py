@@ -124,6 +124,23 @@ def prompt_grid(pipe: Pipeline, prompts: list[str], n: int, seed: int, steps: in
     return grid
 
 
+def model_styles(pipe: Pipeline) -> list[str]:
+    """The style words a model was trained with (an emoji model records them), else none."""
+    return list(pipe.config.get("data", {}).get("emoji", {}).get("styles", []))
+
+
+def style_grid(pipe: Pipeline, subjects: list[str], styles: list[str], seed: int, steps: int) -> Image.Image:
+    """One row per style, one column per subject: "<subject>, <style> style" (a caption template the
+    emoji data trains on) at one seed, so a column shows the same start noise drawn in each style."""
+    rows = [[GenerateRequest(f"{subject}, {style} style", n=1, seed=seed, steps=steps) for subject in subjects]
+            for style in styles]
+    labels = [[f"{style}\n{textwrap.shorten(subject, 15, placeholder='..')}" for subject in subjects] for style in styles]
+    images = pipe.sample_batch([r for row in rows for r in row])  # one batch: the same images, fewer passes
+    grid = labelled_strip([list(images[i * len(subjects):(i + 1) * len(subjects)]) for i in range(len(styles))], labels)
+    grid.info.update(pipe.composite_metadata([(r, seed) for row in rows for r in row], picture="explain styles"))
+    return grid
+
+
 def save_gif(frames: list[Image.Image], path: Path, ms: int = 250) -> None:
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms, loop=0)
 

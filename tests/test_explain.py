@@ -114,3 +114,22 @@ def test_explain_noise_refuses_a_seed_out_of_range(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "seed must be an integer from 0 to 2^32 - 1" in err
     assert not (tmp_path / "n.png").exists()
+
+
+def test_explain_styles_draws_one_row_per_style_at_one_seed(pipe, tiny_model_dir, tmp_path, capsys):
+    from diffuse.explain import model_styles, style_grid
+    assert model_styles(pipe) == [] and model_styles(Pipeline.load("emoji")) == ["twemoji", "noto", "openmoji"]
+    grid = style_grid(pipe, ["a circle", "a star"], ["red", "blue", "green"], seed=5, steps=2)
+    assert grid.size == (2 * 3 * 32, 3 * (3 * 32 + LABEL_H))
+    cells = [(i["prompt"], i["seed"]) for i in json.loads(grid.info["diffuse"])["images"]]
+    assert cells == [(f"{s}, {c} style", 5) for c in ("red", "blue", "green") for s in ("a circle", "a star")]
+    # each cell is the image that prompt and seed give on their own (batched sampling changes nothing)
+    alone = pipe.sample(GenerateRequest("a star, blue style", seed=5, steps=2))[0]
+    tile = np.asarray(grid.crop((3 * 32, 3 * 32 + LABEL_H, 6 * 32, 6 * 32 + LABEL_H)).resize((32, 32), Image.NEAREST))
+    expect = np.asarray(Image.fromarray(((alone.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()))
+    assert np.abs(tile.astype(int) - expect.astype(int)).max() <= 1
+    m = ["--model", str(tiny_model_dir), "--steps", "2"]
+    assert main(["explain", "styles", "a circle", *m, "--out", str(tmp_path / "x.png")]) == 2
+    assert "records no styles: name them with --styles" in capsys.readouterr().err
+    assert main(["explain", "styles", "a circle", *m, "--styles", "red, blue", "--out", str(tmp_path / "s.png")]) == 0
+    assert Image.open(tmp_path / "s.png").size == (3 * 32, 2 * (3 * 32 + LABEL_H))

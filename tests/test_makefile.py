@@ -18,7 +18,7 @@ def plan(target: str, tmp_path) -> str:
 
 def test_demo_installs_no_browser_but_test_does(tmp_path):
     demo, test = plan("demo", tmp_path), plan("test", tmp_path)
-    assert "pip install" in demo and "explain prompt" in demo
+    assert "pip install" in demo and "explain prompt" in demo and "explain styles" in demo and "--model emoji" in demo
     assert "chromium" not in demo and "apt-get" not in demo  # only the browser tests need it
     assert "apt-get install -y chromium" in test and "pip install" in test and "-m pytest" in test
     assert test.index("install -y chromium") < test.index("-m pytest")
