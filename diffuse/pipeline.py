@@ -262,7 +262,9 @@ class Pipeline:
         params = {f.name: getattr(request, f.name) for f in fields(request)
                   if f.name not in ("n", "seed", "init_image", "mask", "width", "height", "strength")}
         params.update(seed=seed, width=w, height=h, mode=request.mode, model=self.name,
-                      model_hash=self.model_hash[:12])
+                      model_hash=self.model_hash[:12], model_sha256=self.model_hash)
+        if request.variation_seed is not None:  # image k blends in variation seed + k, as its seed is seed + k
+            params["variation_seed"] = request.variation_seed + seed - request.seed
         if request.init_image is not None:
             params.update(strength=request.effective_strength, steps_run=self.steps_run(request),
                           init_image_sha256=image_sha256(request.init_image))
@@ -280,7 +282,7 @@ class Pipeline:
         if request.init_image is not None:
             a1111 += f", Denoising strength: {request.effective_strength}"
         if request.variation_seed is not None:
-            a1111 += f", Variation seed: {request.variation_seed}, Variation seed strength: {request.variation_strength}"
+            a1111 += f", Variation seed: {params['variation_seed']}, Variation seed strength: {request.variation_strength}"
         return {"parameters": a1111, "diffuse": json.dumps(params)}
 
     def composite_metadata(self, tiles: list[tuple[GenerateRequest, int]], **picture) -> dict[str, str]:
