@@ -31,17 +31,21 @@ INPUT, MASK = "INPUT.png", "MASK.png"  # what the re-create command calls the fi
 def inspect_image(path: str | Path) -> dict:
     """Everything diffuse can read of an image file, as a JSON-ready dict; a file that is missing
     or not an image is a DiffuseError."""
-    data = read_image_bytes(path)
+    return inspect_bytes(read_image_bytes(path), str(path))
+
+
+def inspect_bytes(data: bytes, name: str) -> dict:
+    """inspect_image() of an image's bytes (an upload), `name` standing for its file."""
     try:
         img = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        raise DiffuseError(f"{str(path)!r} is not an image diffuse can read") from None
+        raise DiffuseError(f"{name!r} is not an image diffuse can read") from None
     text = {k: v for k, v in img.info.items() if isinstance(k, str) and isinstance(v, str)}
     params, where = recorded_parameters(text), "png text"
     claim = read_claim(data, anchors=local_anchor(), mime=Image.MIME.get(img.format, "image/png"))
     if params is None and claim is not None and claim.valid and isinstance(claim.parameters, dict):
         params, where = claim.parameters, "content credentials"  # a GIF has no text of ours: its manifest does
-    return {"file": str(path), "format": img.format, "width": img.width, "height": img.height,
+    return {"file": name, "format": img.format, "width": img.width, "height": img.height,
             "parameters": params, "parameters_from": where if params is not None else None,
             "a1111_parameters": text.get("parameters"),
             "recreate": recreate(params) if params is not None else None,
