@@ -1,4 +1,4 @@
-"""The `diffuse` command: train, data, generate, img2img, inpaint, outpaint, vary, explain, plot, info, serve.
+"""The `diffuse` command: train, data, generate, img2img, inpaint, outpaint, vary, explain, plot, info, inspect, serve.
 
 Errors in the user's input print one line, `diffuse: error: ...`, and exit with code 2.
 """
@@ -121,6 +121,17 @@ def _add_device(p):
                         "of its LOCAL_RANK (default: auto)")
 
 
+def _add_credentials(p):
+    """Content credentials (C2PA) of the PNGs a command writes; see diffuse/credentials.py."""
+    p.add_argument("--no-credentials", action="store_true",
+                   help="write PNGs without content credentials (by default each carries a signed C2PA manifest "
+                        "saying a generative AI model made it, with the model and parameters)")
+    p.add_argument("--c2pa-cert", metavar="PEM",
+                   help="certificate chain to sign with, signing certificate first (default: $DIFFUSE_C2PA_CERT, else "
+                        "a local key made once in c2pa/ of the config folder: $DIFFUSE_CONFIG, else ~/.config/diffuse)")
+    p.add_argument("--c2pa-key", metavar="PEM", help="its private key (default: $DIFFUSE_C2PA_KEY)")
+
+
 def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True):
     """Options every generating command shares (they fill one GenerateRequest). Commands that
     draw one picture of the process (explain) take one image and their own --out. With
@@ -153,6 +164,7 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
         p.add_argument("--out", default="outputs", help="a folder, or a .png file name (default: outputs/)")
         p.add_argument("--grid", action="store_true", help="also write all images as one grid")
     _add_device(p)
+    _add_credentials(p)
 
 
 def _add_generate(sub):
@@ -215,6 +227,7 @@ def _add_explain(sub):
     q.add_argument("--size", type=int, default=64, help="tile size in pixels (default: 64)")
     q.add_argument("--seed", type=int, default=0, help=f"seed of the noise, {SEED_RANGE} (default: 0)")
     q.add_argument("--out", default="outputs/explain-noise.png", help="PNG to write")
+    _add_credentials(q)
     q = esub.add_parser("denoise", help="each step's noisy image and guess of the clean image",
                         description="The reverse process: for each step, x_t (top) and the model's guess of the "
                                     "clean image (bottom), as a strip PNG and an animated GIF (one frame per step).")
@@ -236,6 +249,7 @@ def _add_explain(sub):
     q.add_argument("--seed", type=int, default=0, help=f"first seed, {SEED_RANGE} (default: 0)")
     q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
     q.add_argument("--out", default="outputs/explain-prompt.png", help="PNG to write")
+    _add_credentials(q)
     q = esub.add_parser("styles", help="subjects in each style, one row per style",
                         description="A grid with one row per style and one column per subject, each cell the "
                                     "prompt '<subject>, <style> style' at the same seed. The styles are the ones "
@@ -246,6 +260,7 @@ def _add_explain(sub):
     q.add_argument("--seed", type=int, default=0, help=f"the seed of every cell, {SEED_RANGE} (default: 0)")
     q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
     q.add_argument("--out", default="outputs/explain-styles.png", help="PNG to write")
+    _add_credentials(q)
 
     p = sub.add_parser("plot", help="training curves of a run as a PNG",
                        description="Plot loss (raw and smoothed), images/s and any evaluation figures from a run's log.jsonl.")
@@ -258,6 +273,18 @@ def _add_info(sub):
                        description="Show a checkpoint's network, text encoder, training data and steps.")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print config.json's summary as JSON")
+
+
+def _add_inspect(sub):
+    p = sub.add_parser("inspect", help="what an image says about how it was made",
+                       description="For each image: the parameters diffuse recorded in it and the one command that "
+                                   "makes it again, its content credentials (C2PA manifest: generator, model, digital "
+                                   "source type, signer) and whether their signature is valid, and (not yet) its "
+                                   "watermark. A valid signature proves only that the file is unchanged since it was "
+                                   "signed by whoever holds the key. A file that cannot be read is a one-line error "
+                                   "(exit code 2); the others are still inspected.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG; others for their C2PA manifest)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per line, one line per image")
 
 
 def _add_eval(sub):
@@ -346,6 +373,7 @@ def build_parser() -> Parser:
     _add_explain(sub)
     _add_eval(sub)
     _add_info(sub)
+    _add_inspect(sub)
     _add_serve(sub)
     return parser
 
@@ -412,11 +440,21 @@ def load_pipeline(a, local_rank: int = 0):
     return Pipeline.load(a.model, device)
 
 
+def signing_credentials(a):
+    """The content credentials the command's PNGs are signed with, checked now (a bad key is an
+    error before any image is made), or None with --no-credentials."""
+    if a.no_credentials:
+        return None
+    from .credentials import load_credentials
+    return load_credentials(a.c2pa_cert, a.c2pa_key)
+
+
 def run_request(a, req, extra_info: dict | None = None) -> None:
     """Generate and write: everything is checked before the first file is written."""
+    credentials = signing_credentials(a)
     pipe = load_pipeline(a)
     paths, grid_path = output_paths(a.out, req.seeds, req.prompt)
-    write_images(pipe, req, paths, grid_path if a.grid else None, extra_info)
+    write_images(pipe, req, paths, grid_path if a.grid else None, extra_info, credentials)
 
 
 def emit(path) -> None:
@@ -426,7 +464,8 @@ def emit(path) -> None:
     sys.stdout.flush()
 
 
-def write_images(pipe, req, paths: list[Path], grid_path: Path | None, extra_info: dict | None = None) -> None:
+def write_images(pipe, req, paths: list[Path], grid_path: Path | None, extra_info: dict | None = None,
+                 credentials=None) -> None:
     from .pipeline import image_grid, save_png
     images = pipe.generate(req)
     if req.init_image is not None:
@@ -436,12 +475,12 @@ def write_images(pipe, req, paths: list[Path], grid_path: Path | None, extra_inf
         if extra_info:
             info = json.loads(img.info["diffuse"])
             img.info["diffuse"] = json.dumps({**info, **extra_info})
-        save_png(img, path)
+        save_png(img, path, credentials)
         emit(path)
     if grid_path is not None:
         grid = image_grid(images)
         grid.info.update(pipe.composite_metadata([(req, seed) for seed in req.seeds], picture="grid"))
-        save_png(grid, grid_path)
+        save_png(grid, grid_path, credentials)
         emit(grid_path)
     note_prompt(pipe, req)
 
@@ -485,6 +524,7 @@ def generate_prompt_file(a) -> None:
     requests = requests_from_entries(entries, defaults, a.seed if a.seed is not None else 0)
     plans = [output_paths(a.out, req.seeds, req.prompt) for req in requests]
     check_distinct_outputs(entries, plans, a.grid)
+    credentials = signing_credentials(a)
     pipe = load_pipeline(a, world.local_rank)
     for entry, req in zip(entries, requests):
         try:
@@ -493,7 +533,7 @@ def generate_prompt_file(a) -> None:
             raise DiffuseError(f"{entry.where}: {e}") from None
     for i in shard(len(requests), world):
         paths, grid_path = plans[i]
-        write_images(pipe, requests[i], paths, grid_path if a.grid else None)
+        write_images(pipe, requests[i], paths, grid_path if a.grid else None, credentials=credentials)
 
 
 def cmd_img2img(a) -> None:
@@ -533,9 +573,10 @@ def cmd_explain(a) -> None:
     from . import explain
     from .pipeline import save_png
     out = _png_path(a.out)
+    credentials = signing_credentials(a)
     if a.what == "noise":
         img = explain.noise_strip(open_image(a.image), a.sigmas or explain.DEFAULT_NOISE_SIGMAS, a.size, a.seed)
-        save_png(img, out)
+        save_png(img, out, credentials)
         print(out)
         return
     pipe = load_pipeline(a)
@@ -543,8 +584,11 @@ def cmd_explain(a) -> None:
         req = request_from_args(a)
         note_prompt(pipe, req)
         strip, frames = explain.denoise_strip(pipe, req)
-        save_png(strip, out)
+        save_png(strip, out, credentials)
         explain.save_gif(frames, out.with_suffix(".gif"))
+        if credentials is not None:  # the GIF holds no parameters of its own: it is signed with the strip's
+            from .credentials import sign_file
+            sign_file(out.with_suffix(".gif"), credentials, json.loads(strip.info["diffuse"]))
         print(out)
         print(out.with_suffix(".gif"))
     elif a.what == "guidance":
@@ -552,7 +596,7 @@ def cmd_explain(a) -> None:
             raise DiffuseError("guidance scales must be >= 0")
         req = request_from_args(a)
         note_prompt(pipe, req)
-        save_png(explain.guidance_row(pipe, req, a.scales), out)
+        save_png(explain.guidance_row(pipe, req, a.scales), out, credentials)
         print(out)
     elif a.what == "styles":
         styles = [w.strip() for w in a.styles.split(",") if w.strip()] if a.styles else explain.model_styles(pipe)
@@ -563,7 +607,7 @@ def cmd_explain(a) -> None:
         for subject in a.subjects:
             for style in styles:
                 note_prompt(pipe, GenerateRequest(f"{subject}, {style} style"))
-        save_png(explain.style_grid(pipe, a.subjects, styles, a.seed, a.steps), out)
+        save_png(explain.style_grid(pipe, a.subjects, styles, a.seed, a.steps), out, credentials)
         print(out)
     else:
         if len(a.prompts) < 2:
@@ -572,7 +616,7 @@ def cmd_explain(a) -> None:
         GenerateRequest(a.prompts[0], n=a.num, seed=a.seed, steps=a.steps)  # validates the numbers
         for prompt in a.prompts:
             note_prompt(pipe, GenerateRequest(prompt))
-        save_png(explain.prompt_grid(pipe, a.prompts, a.num, a.seed, a.steps), out)
+        save_png(explain.prompt_grid(pipe, a.prompts, a.num, a.seed, a.steps), out, credentials)
         print(out)
 
 
@@ -614,6 +658,22 @@ def cmd_info(a) -> None:
     print(f"training   {tr.get('steps')} steps, {tr.get('images_seen')} images, {tr.get('elapsed_s')} s, "
           f"batch {batch_description(tr)}, lr {tr.get('lr')}, preset {tr.get('preset')}")
     print(f"resumable  {'yes' if resumable else 'no (no training state)'}")
+
+
+def cmd_inspect(a) -> int:
+    """Report on every image; one that cannot be read is a one-line error and exit code 2, after
+    the others are reported."""
+    from .provenance import format_report, inspect_image
+    code = 0
+    for path in a.images:
+        try:
+            report = inspect_image(path)
+        except DiffuseError as e:
+            print(f"diffuse: error: {e}", file=sys.stderr)
+            code = 2
+            continue
+        print(json.dumps(report) if a.json else format_report(report), flush=True)
+    return code
 
 
 def cmd_eval(a) -> None:
@@ -675,7 +735,7 @@ def cmd_serve(a) -> None:
 
 COMMANDS = {"train": cmd_train, "data": cmd_data, "generate": cmd_generate, "img2img": cmd_img2img, "inpaint": cmd_inpaint,
             "outpaint": cmd_outpaint, "vary": cmd_vary, "explain": cmd_explain, "plot": cmd_plot, "eval": cmd_eval,
-            "info": cmd_info, "serve": cmd_serve}
+            "info": cmd_info, "inspect": cmd_inspect, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -684,14 +744,14 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.formatwarning = lambda msg, cat, *rest: f"warning: {msg}\n"
-            COMMANDS[args.command](args)
+            code = COMMANDS[args.command](args)
     except DiffuseError as e:
         print(f"diffuse: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("diffuse: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import secrets
 import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,9 @@ from .guidance import CFGDenoiser
 from .model import TextToImageModel
 from .samplers import SAMPLERS, STOCHASTIC, SeededNoise, Step, get_sampler
 from .schedules import SCHEDULES, SIGMA_MAX, SIGMA_MIN, get_sigmas
+
+if TYPE_CHECKING:  # credentials.py imports c2pa and cryptography: only what signs pays for them
+    from .credentials import Credentials
 
 MAX_IMAGES, MAX_STEPS = 64, 1000
 # The sampler a request gets when it names none. Inpainting re-noises the known region with fresh
@@ -262,7 +265,9 @@ class Pipeline:
         params = {f.name: getattr(request, f.name) for f in fields(request)
                   if f.name not in ("n", "seed", "init_image", "mask", "width", "height", "strength")}
         params.update(seed=seed, width=w, height=h, mode=request.mode, model=self.name,
-                      model_hash=self.model_hash[:12])
+                      model_hash=self.model_hash[:12], model_sha256=self.model_hash)
+        if request.variation_seed is not None:  # image k blends in variation seed + k, as its seed is seed + k
+            params["variation_seed"] = request.variation_seed + seed - request.seed
         if request.init_image is not None:
             params.update(strength=request.effective_strength, steps_run=self.steps_run(request),
                           init_image_sha256=image_sha256(request.init_image))
@@ -280,7 +285,7 @@ class Pipeline:
         if request.init_image is not None:
             a1111 += f", Denoising strength: {request.effective_strength}"
         if request.variation_seed is not None:
-            a1111 += f", Variation seed: {request.variation_seed}, Variation seed strength: {request.variation_strength}"
+            a1111 += f", Variation seed: {params['variation_seed']}, Variation seed strength: {request.variation_strength}"
         return {"parameters": a1111, "diffuse": json.dumps(params)}
 
     def composite_metadata(self, tiles: list[tuple[GenerateRequest, int]], **picture) -> dict[str, str]:
@@ -306,19 +311,23 @@ def png_info(image: Image.Image) -> PngInfo:
     return meta
 
 
-def save_png(image: Image.Image, path: str | Path) -> Path:
-    """Write a PNG with the image's text metadata."""
+def save_png(image: Image.Image, path: str | Path, credentials: "Credentials | None" = None) -> Path:
+    """Write a PNG with the image's text metadata, and content credentials (C2PA) signed with
+    `credentials` when given."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, pnginfo=png_info(image))
+    if credentials is None:
+        image.save(path, pnginfo=png_info(image))
+    else:
+        path.write_bytes(png_bytes(image, credentials))
     return path
 
 
-def png_bytes(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image, credentials: "Credentials | None" = None) -> bytes:
     """The PNG `save_png` would write, in memory (for base64 answers over HTTP)."""
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=png_info(image))
-    return buf.getvalue()
+    return buf.getvalue() if credentials is None else credentials.sign(buf.getvalue())
 
 
 def recorded_prompt(image: Image.Image) -> str | None:

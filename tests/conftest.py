@@ -49,6 +49,18 @@ class FiniteDenoiser:
         return ((x[:, None] - self.points[None]) ** 2).flatten(2).sum(-1).min(1).values.sqrt()
 
 
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path_factory, monkeypatch):
+    """A config folder of the session's own, so no test makes or reads a signing key in the real
+    ~/.config/diffuse; the one local key is made once and shared, as a user's is. No test signs
+    with a key from the environment unless it sets one."""
+    folder = tmp_path_factory.getbasetemp() / "config"
+    monkeypatch.setenv("DIFFUSE_CONFIG", str(folder))
+    for name in ("DIFFUSE_C2PA_CERT", "DIFFUSE_C2PA_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return folder
+
+
 @pytest.fixture
 def gaussian():
     return GaussianDenoiser(0.5)

@@ -52,8 +52,16 @@ def test_generate_returns_images_with_parameters(pipe, tmp_path):
     meta = json.loads(Image.open(path).text["diffuse"])
     assert meta["seed"] == 4 and meta["prompt"] == "a red circle" and meta["negative_prompt"] == "green"
     assert meta["sampler"] == "dpmpp_2m" and meta["steps"] == 4 and meta["guidance"] == 2.0
-    assert meta["model_hash"] == pipe.model_hash[:12]
+    assert meta["model_hash"] == pipe.model_hash[:12] and meta["model_sha256"] == pipe.model_hash
     assert "Seed: 4" in Image.open(path).text["parameters"]
+
+
+def test_each_image_of_a_variation_batch_records_the_variation_seed_it_used(pipe):
+    batch = pipe("a star", n=2, seed=4, steps=1, variation_seed=9, variation_strength=0.5)
+    second = json.loads(batch[1].info["diffuse"])
+    assert (second["seed"], second["variation_seed"]) == (5, 10) and "Variation seed: 10," in batch[1].info["parameters"]
+    alone = pipe("a star", seed=5, steps=1, variation_seed=10, variation_strength=0.5)[0]
+    assert alone.tobytes() == batch[1].tobytes()
 
 
 def test_random_seed_is_recorded_and_reproduces(pipe):
