@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from diffuse.denoiser import EDMLoss
 from diffuse.errors import DiffuseError
 from diffuse.pipeline import GenerateRequest, Pipeline
-from diffuse.training import Trainer, batch_indices, ema_beta, learning_rate
+from diffuse.training import TrainConfig, Trainer, batch_indices, ema_beta, learning_rate, resume_config
 from conftest import tiny_config
 
 
@@ -350,3 +350,16 @@ def test_a_kill_between_a_checkpoint_and_its_best_copy_leaves_best_as_an_unbroke
     _same_files(tmp_path / "straight" / "best", tmp_path / "split" / "best")
     events = [json.loads(r) for r in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e.get("event") == "checkpoint"] == [1, 2, 3]  # each scored once
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_with_what_it_did_then(tmp_path):
+    """The default schedule is rsqrt now; a run whose state predates the option had a constant rate."""
+    Trainer(tiny_config(tmp_path / "run", steps=2)).run()
+    state = tmp_path / "run" / "training_state.json"
+    info = json.loads(state.read_text())
+    for key in ("lr_schedule", "clip_grad", "high_sigma_share"):
+        info["train"].pop(key)
+    state.write_text(json.dumps(info))
+    cfg = resume_config(tmp_path / "run", "shapes", steps=3)
+    assert (cfg.lr_schedule, cfg.clip_grad, cfg.high_sigma_share) == ("constant", 0.0, 0.0)
+    assert TrainConfig(data="shapes", out="x", steps=1).lr_schedule == "rsqrt"
