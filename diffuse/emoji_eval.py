@@ -57,6 +57,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .data import pil_to_tensor
 from .emoji import STYLES, WITH_NAME
@@ -68,8 +69,9 @@ READER_VERSION = 1
 PER_STYLE = 32               # eval prompts per style and group: 3 x 2 x 32 = 192 prompts, 384 images at 2 each
 TEMPLATE = WITH_NAME[0]      # "{name}, {style} style"
 TOP_K = 5
-# The reader's training, sized for a few minutes on one CPU core (benchmarks/RESULTS.md, "The emoji
-# evaluator"): `steps` batches without the held-out pairs, then `all_steps` on every picture.
+# The reader's training: `steps` batches without the held-out pairs, then `all_steps` on every
+# picture; 7 minutes on one thread of a shared 2-core machine. Width and length were chosen by the
+# accuracy they give (benchmarks/RESULTS.md, "The emoji evaluator").
 READER = dict(width=16, features=256, steps=3000, batch=64, lr=3e-3, all_steps=800, all_lr=1e-3, seed=0)
 
 
@@ -115,7 +117,6 @@ def pair_pictures(rows) -> dict[tuple[str, str], dict]:
 
 
 def load_pictures(eset: EmojiSet, rows) -> torch.Tensor:
-    from PIL import Image
     out = []
     for r in rows:
         with Image.open(eset.folder / r["file_name"]) as img:
@@ -239,7 +240,8 @@ def adherence(scores: dict[str, torch.Tensor], asked: dict[str, torch.Tensor]) -
 
 
 def _labels(eset: EmojiSet, rows) -> dict[str, torch.Tensor]:
-    return {"concept": torch.tensor([eset.concepts.index(r["concept"]) for r in rows]),
+    index = {c: i for i, c in enumerate(eset.concepts)}
+    return {"concept": torch.tensor([index[r["concept"]] for r in rows]),
             "style": torch.tensor([STYLES.index(r["style"]) for r in rows])}
 
 

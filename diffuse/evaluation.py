@@ -13,6 +13,9 @@ the real draws are), and reports:
   Inception), next to its floor: the distance between two independent real sets of equal size;
 - diversity: mean pairwise feature distance among the images of one prompt, generated over real,
   so a model that draws one image per prompt scores near 0 however well it matches.
+
+Emoji models (trained on a folder `diffuse data emoji` built) are read by their own reader, of
+concept and style, in diffuse/emoji_eval.py; `evaluate` and `format_table` hand them over.
 """
 
 import json
