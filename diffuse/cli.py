@@ -288,14 +288,18 @@ def _add_inspect(sub):
 
 
 def _add_eval(sub):
-    p = sub.add_parser("eval", help="measure prompt adherence of a shapes or digits model",
-                       description="Generate images for a fixed prompt set of the model's procedural dataset "
-                                   "(shapes or digits) and read them with a small classifier trained on fresh draws "
-                                   "(cached after the first use): match rates per attribute and for all at once, "
-                                   "seen and held-out (shape, colour) pairs apart, a Frechet distance in the "
-                                   "classifier's features against real draws with its floor, diversity, and what the "
-                                   "attribute matched least was read as (a confusion table).")
+    p = sub.add_parser("eval", help="measure prompt adherence of a shapes, digits or emoji model",
+                       description="Generate images for a fixed prompt set of the model's data and read them with a "
+                                   "small classifier trained on real images (cached after the first use). Shapes or "
+                                   "digits: match rates per attribute and for all at once, seen and held-out (shape, "
+                                   "colour) pairs apart, a Frechet distance in the classifier's features against real "
+                                   "draws with its floor, diversity, and what the attribute matched least was read as "
+                                   "(a confusion table). Emoji: concept top-1 and top-5 among all concepts and style "
+                                   "accuracy, seen and held-out (concept, style) pairs apart, the Frechet distance "
+                                   "with its floor, diversity, the categories and concepts confused most, and the "
+                                   "reader's own accuracy on real pictures it never saw.")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
+    p.add_argument("--model", dest="model_option", metavar="MODEL", help="the same as the positional MODEL")
     p.add_argument("--per-prompt", type=int, default=2, help="images per prompt (default: 2; at least 2 for diversity)")
     p.add_argument("--seed", type=int, default=0,
                    help="which set of images: every (seed, prompt, image) has its own noise, so two seeds share "
@@ -682,6 +686,10 @@ def cmd_eval(a) -> None:
         raise DiffuseError("--per-prompt must be between 1 and 1024")
     if not 0 <= a.seed < 4096:
         raise DiffuseError("eval's --seed must be between 0 and 4095 (each seed is its own set of images)")
+    if a.model_option is not None:
+        if a.model is not None and a.model != a.model_option:
+            raise DiffuseError(f"eval got two models, {a.model!r} and --model {a.model_option!r}: give one")
+        a.model = a.model_option
     pipe = load_pipeline(a)
     result = evaluate(pipe, per_prompt=a.per_prompt, seed=a.seed, progress=lambda m: print(m, file=sys.stderr),
                       steps=a.steps, sampler=a.sampler, guidance=a.guidance)

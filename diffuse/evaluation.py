@@ -13,6 +13,9 @@ the real draws are), and reports:
   Inception), next to its floor: the distance between two independent real sets of equal size;
 - diversity: mean pairwise feature distance among the images of one prompt, generated over real,
   so a model that draws one image per prompt scores near 0 however well it matches.
+
+Emoji models (trained on a folder `diffuse data emoji` built) are read by their own reader, of
+concept and style, in diffuse/emoji_eval.py; `evaluate` and `format_table` hand them over.
 """
 
 import json
@@ -217,25 +220,39 @@ def read_features(reader: Reader, feats: torch.Tensor) -> dict[str, torch.Tensor
 
 def load_reader(task_name: str, size: int, progress: Callable[[str], None] | None = None) -> tuple[Reader, dict]:
     """The cached reader for (task, size), trained and cached on first use (~1 minute on 2 cores)."""
-    from safetensors.torch import load_file, save_file
     task = TASKS[task_name]
     folder = cache_dir() / "readers" / f"{task_name}-{size}-v{READER_VERSION}"
-    weights, meta = folder / "reader.safetensors", folder / "reader.json"
-    if weights.exists() and meta.exists():
-        reader = Reader({k: len(v) for k, v in task.heads.items()})
-        reader.load_state_dict(load_file(str(weights)))
-        return reader.eval(), json.loads(meta.read_text())
+    cached = open_cached_reader(folder, lambda info: Reader({k: len(v) for k, v in task.heads.items()}))
+    if cached:
+        return cached
     if progress:
         progress(f"training the {task_name} reader once (cached in {folder})")
     reader, info = train_reader(task, size, progress=progress)
+    save_reader(folder, reader, info)
+    return reader, info
+
+
+def open_cached_reader(folder: Path, make: Callable[[dict], Reader]) -> tuple[Reader, dict] | None:
+    """The reader cached in `folder` (`make` builds its empty network from its info), or None."""
+    from safetensors.torch import load_file
+    weights, meta = folder / "reader.safetensors", folder / "reader.json"
+    if not (weights.exists() and meta.exists()):
+        return None
+    info = json.loads(meta.read_text())
+    reader = make(info)
+    reader.load_state_dict(load_file(str(weights)))
+    return reader.eval(), info
+
+
+def save_reader(folder: Path, reader: Reader, info: dict) -> None:
+    from safetensors.torch import save_file
     folder.mkdir(parents=True, exist_ok=True)
     # Written under temporary names and renamed, so an interrupted run never leaves half a reader.
     tmp_w, tmp_m = folder / f".reader.{os.getpid()}.tmp", folder / f".meta.{os.getpid()}.tmp"
     save_file({k: v.contiguous() for k, v in reader.state_dict().items()}, str(tmp_w))
     tmp_m.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp_w, weights)
-    os.replace(tmp_m, meta)
-    return reader, info
+    os.replace(tmp_w, folder / "reader.safetensors")
+    os.replace(tmp_m, folder / "reader.json")
 
 
 # ----------------------------------------------------------------------------- the figures
@@ -314,10 +331,15 @@ def score(reader: Reader, task: Task, generated: torch.Tensor, prompts: list[Eva
 
 
 def model_task(config: dict) -> str:
-    kind = config.get("data", {}).get("kind")
+    """What the model was trained on: a procedural dataset by name, or "emoji" for a folder that
+    `diffuse data emoji` built (data._emoji_build records it)."""
+    data = config.get("data", {})
+    if data.get("emoji"):
+        return "emoji"
+    kind = data.get("kind")
     if kind not in TASKS:
-        raise DiffuseError(f"eval reads the procedural datasets ({', '.join(TASKS)}); this model was trained on "
-                           f"{kind or 'unknown data'}")
+        raise DiffuseError(f"eval reads the procedural datasets ({', '.join(TASKS)}) and emoji art; this model was "
+                           f"trained on {kind or 'unknown data'}")
     return kind
 
 
@@ -338,15 +360,30 @@ def eval_seed(seed: int, prompt: int, image: int = 0) -> int:
 def evaluate(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[[str], None] | None = None,
              batch_prompts: int = 32, **request_kw) -> dict:
     """Generate `per_prompt` images for every prompt of the model's dataset and score them."""
-    from .pipeline import GenerateRequest
+    if model_task(pipe.config) == "emoji":
+        from .emoji_eval import evaluate_emoji  # the emoji extra is optional: imported only when asked for
+        return evaluate_emoji(pipe, per_prompt, seed, progress, batch_prompts, **request_kw)
     task = TASKS[model_task(pipe.config)]
     size = pipe.model.image_size
     prompts = task.prompts()
     eval_seed(seed, len(prompts) - 1, per_prompt - 1)  # the range, before the reader: it may train for a minute
     reader, info = load_reader(task.name, size, progress)
+    generated, sample_s = generate_images(pipe, [p.prompt for p in prompts], per_prompt, seed, progress,
+                                          batch_prompts, request_kw)
+    result = score(reader, task, generated, prompts, per_prompt, size, seed)
+    result.update(model=pipe.name, model_hash=pipe.model_hash[:12], seed=seed, sample_s=sample_s,
+                  reader_accuracy=info["accuracy"], settings=sampler_settings(request_kw))
+    return result
+
+
+def generate_images(pipe, prompts: list[str], per_prompt: int, seed: int, progress: Callable[[str], None] | None,
+                    batch_prompts: int, request_kw: dict) -> tuple[torch.Tensor, float]:
+    """`per_prompt` images of each prompt in prompt order, as they would be saved, and the seconds
+    it took."""
+    from .pipeline import GenerateRequest
     images, t0 = [], time.monotonic()
     # A request's images take the seeds seed, seed + 1, ...: those of eval_seed(seed, i, k).
-    requests = [GenerateRequest(prompt=p.prompt, n=per_prompt, seed=eval_seed(seed, i), **request_kw)
+    requests = [GenerateRequest(prompt=p, n=per_prompt, seed=eval_seed(seed, i), **request_kw)
                 for i, p in enumerate(prompts)]
     for start in range(0, len(requests), batch_prompts):
         # Many prompts per pass: the same images as one prompt at a time (per-image seeds), faster.
@@ -355,17 +392,20 @@ def evaluate(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[[str],
             progress(f"generated {min(start + batch_prompts, len(prompts))}/{len(prompts)} prompts")
     # Scored as they would be saved: the real draws are 8-bit images, and a sampler's floats beyond
     # [-1, 1] or between two 8-bit levels are nothing a user ever sees.
-    generated = as_saved(torch.cat(images).cpu())
-    result = score(reader, task, generated, prompts, per_prompt, size, seed)
-    result.update(model=pipe.name, model_hash=pipe.model_hash[:12], seed=seed,
-                  sample_s=round(time.monotonic() - t0, 1), reader_accuracy=info["accuracy"],
-                  settings={k: v for k, v in asdict(GenerateRequest(prompt="", **request_kw)).items()
-                            if k in ("steps", "sampler", "guidance", "schedule", "eta")})
-    return result
+    return as_saved(torch.cat(images).cpu()), round(time.monotonic() - t0, 1)
+
+
+def sampler_settings(request_kw: dict) -> dict:
+    from .pipeline import GenerateRequest
+    return {k: v for k, v in asdict(GenerateRequest(prompt="", **request_kw)).items()
+            if k in ("steps", "sampler", "guidance", "schedule", "eta")}
 
 
 def format_table(result: dict) -> str:
     """The result as a plain-text table (the JSON carries the same figures)."""
+    if result["task"] == "emoji":
+        from .emoji_eval import format_emoji_table
+        return format_emoji_table(result)
     attrs = list(next(iter(result["match"].values())))
     lines = [f"{result.get('model', '')} ({result['task']}): {result['images']} images, {result['prompts']} prompts x "
              f"{result['per_prompt']}, settings {result.get('settings', {})}",

@@ -166,3 +166,9 @@ def test_cli_eval_refuses_a_seed_out_of_range_before_any_work(tiny_model_dir, mo
     assert main(["eval", str(tiny_model_dir), "--seed", "4096"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--seed must be between 0 and 4095" in err
+
+
+def test_cli_eval_takes_the_model_as_an_option_but_not_two_models(capsys):
+    assert main(["eval", "shapes", "--model", "emoji"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "eval got two models" in err
