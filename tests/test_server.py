@@ -207,6 +207,20 @@ BAD = [  # (path, request keywords, status, text in the message, param)
      "image_id"),
     ("/v1/diffuse/stream", {"json": {"image_id": "0" * 32, "variations": True}}, 404, "no image", "image_id"),
     ("/v1/diffuse/stream", {"json": {"variations": True}}, 400, "need an image", "image"),
+    # Found while fuzzing from the schema (issue 24): each was a 500, or silently ignored.
+    ("/v1/images/generations", {"content": b'{"prompt": "\\ud800 a"}', "headers": {"content-type": "application/json"}},
+     400, "not valid Unicode", "prompt"),
+    ("/v1/diffuse/stream", {"content": b'{"prompt": "x", "\\udfff": 1}', "headers": {"content-type": "application/json"}},
+     400, "a field name: not valid Unicode", None),
+    ("/v1/images/generations", {"content": b"[" * 50_000 + b"]" * 50_000, "headers": {"content-type": "application/json"}},
+     400, "nested too deeply", None),
+    ("/v1/images/edits", {"files": {"image": ("i.png", png(Image.new("RGB", (32, 32)))), "extra": ("e.png", b"x")},
+                          "data": {"prompt": "x"}}, 400, "unrecognized request argument", "extra"),
+    ("/v1/images/variations", {"files": {"image": ("i.png", png(Image.new("RGB", (32, 32)))),
+                                         "mask": ("m.png", png(half_transparent()))}}, 400, "unrecognized", "mask"),
+    ("/v1/images/edits", upload(name="mask", data=png(half_transparent()), prompt="x", image="i.png"), 400,
+     "send an image file", "image"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "size": "\u0663\u0662x\u0663\u0662"}}, 400, "WIDTHxHEIGHT", "size"),
 ]
 
 
