@@ -3,8 +3,9 @@
     OMP_NUM_THREADS=1 python benchmarks/schema_fuzz.py                    # the full run: >= 2,000 requests
     OMP_NUM_THREADS=1 python benchmarks/schema_fuzz.py --examples 3 --phases coverage,fuzzing   # the tests' one
 
-Serves `diffuse serve`'s app on a loopback port (the model: --model, else the tests' tiny model,
-trained here in seconds), with an API key, then runs `schemathesis run` on its /openapi.json: every
+Serves `diffuse serve`'s app on a loopback port with an API key and two models (--model, else the
+tests' tiny model, trained here in seconds; and a copy of it under another name, so requests choose
+between models), then runs `schemathesis run` on its /openapi.json: every
 operation (the multipart ones too), schema-valid and schema-breaking data, Schemathesis' coverage,
 fuzzing and stateful phases, and every check below. The server's limits are small (2 images, 3
 steps), so its schema allows only cheap jobs and the run spends its time on requests, not on
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import live_server, tiny_config  # noqa: E402
+from diffuse.pipeline import Pipeline  # noqa: E402
 from diffuse.server import Limits, create_app  # noqa: E402
 
 KEY = "fuzz-key"
@@ -71,12 +73,15 @@ def schemathesis(base: str, report: Path, examples: int, seed: int, phases: str)
 def figures(report: Path, templates: list[str]) -> dict:
     """Requests, per operation and status, from the HAR of every request Schemathesis sent."""
     entries = json.loads(next(report.glob("har-*.json")).read_text())["log"]["entries"]
-    statuses, operations = collections.Counter(), collections.Counter()
+    statuses, operations = collections.Counter(), collections.defaultdict(collections.Counter)
     for e in entries:
-        statuses[str(e["response"]["status"])] += 1
-        operations[f"{e['request']['method']} {operation(e['request']['url'], templates)}"] += 1
+        status, method = str(e["response"]["status"]), e["request"]["method"]
+        statuses[status] += 1
+        if method in ("GET", "POST"):  # the others are Schemathesis' checks that they get 405
+            operations[f"{method} {operation(e['request']['url'], templates)}"][status] += 1
     return {"requests": len(entries), "server_errors": sum(n for s, n in statuses.items() if s.startswith("5")),
-            "statuses": dict(sorted(statuses.items())), "operations": dict(sorted(operations.items()))}
+            "statuses": dict(sorted(statuses.items())),
+            "operations": {op: dict(sorted(c.items())) for op, c in sorted(operations.items())}}
 
 
 def operation(url: str, templates: list[str]) -> str:
@@ -91,7 +96,8 @@ def operation(url: str, templates: list[str]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="checkpoint to serve (default: a tiny model trained here)")
+    p.add_argument("--model", action="append", help="a checkpoint to serve, once per model (default: a tiny model "
+                                                   "trained here)")
     p.add_argument("--examples", type=int, default=150, help="Schemathesis' --max-examples (default: 150)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--phases", default="examples,coverage,fuzzing,stateful")
@@ -99,9 +105,11 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = a.model or tiny_model(tmp)
+        pipes = [Pipeline.load(m) for m in a.model or [tiny_model(tmp)]]
+        first = pipes[0]
+        pipes.append(Pipeline(first.model, first.model_hash, f"{first.name}-copy", first.config))
         limits = Limits(n=2, steps=3, keep=200)  # cheap jobs: the run's time goes to requests
-        app = create_app(str(model), output_dir=tmp / "served", api_key=KEY, limits=limits)
+        app = create_app(pipes, output_dir=tmp / "served", api_key=KEY, limits=limits)
         start = time.monotonic()
         with live_server(app) as base:
             run = schemathesis(base, tmp / "report", a.examples, a.seed, a.phases)
@@ -111,7 +119,8 @@ def main(argv=None) -> int:
         result = {**figures(tmp / "report", list(app.openapi()["paths"])), "failed": run.returncode != 0,
                   "seconds": round(seconds, 1), "examples": a.examples, "phases": a.phases, "seed": a.seed,
                   "schemathesis": version("schemathesis"), "date": datetime.date.today().isoformat(),
-                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "limits": {"n": limits.n, "steps": limits.steps}}
+                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "models": [p.name for p in pipes],
+                  "limits": {"n": limits.n, "steps": limits.steps}}
     text = json.dumps(result, indent=2)
     print(text)
     if a.json:

@@ -63,18 +63,25 @@ class ModelList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     model: str = Field(description="the default model")
+    models: list[str] = Field(description="the served models, the default first")
     running: bool = Field(description="a job is being drawn")
     waiting: int = Field(description="jobs queued behind it")
     queue_size: int
     jobs: dict[str, int] = Field(description="done, failed, cancelled and rejected jobs since the start")
 
 
+class ModelInfo(BaseModel):
+    id: str
+    image_size: int = Field(description="the size it was trained at")
+    sizes: list[str] = Field(description="square sizes it draws (any multiple of its stride up to 4x works)")
+    prompts: list[str] = Field(description="a few prompts it knows, from its training captions")
+
+
 class Config(BaseModel):
     """What the web page builds its form from."""
 
-    model: str
-    image_size: int
-    sizes: list[str]
+    model: str = Field(description="the default model")
+    models: list[ModelInfo]
     samplers: list[str]
     defaults: dict[str, Any]
     vary_strength: float

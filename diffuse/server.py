@@ -1,6 +1,7 @@
 """The HTTP server: OpenAI's Images API, a live-progress stream, and a web page.
 
-    diffuse serve --model runs/shapes        # then open http://127.0.0.1:8000
+    diffuse serve                            # the bundled models, shapes and emoji: http://127.0.0.1:8000
+    diffuse serve --model runs/mine --model emoji   # any checkpoints; the first is the default
 
   POST /v1/images/generations  JSON: prompt, n, size "WxH", response_format (url | b64_json), model,
                                and diffuse's seed (0 to 2^32 - 1), steps, sampler, guidance, negative_prompt
@@ -14,11 +15,13 @@
   GET  /openapi.json, /docs    the API's OpenAPI schema (openapi.py derives it from the models below)
                                and Swagger UI to try it, served from this package (no CDN)
 
-Every request becomes one `GenerateRequest`; every error is OpenAI's
+A request's `model` picks one of the served models (GET /v1/models), each loaded once; one worker
+thread runs every job, whichever model it names. Every request becomes one `GenerateRequest`
+and a model; every error is OpenAI's
 `{"error": {"message", "type", "param", "code"}}` with a 4xx status (5xx only for bugs). With an
 API key, every endpoint except the page's static files, the docs and the schema needs
 `Authorization: Bearer KEY`: a browser cannot attach a header to a page it navigates to, and
-none of them holds data (the schema names the served models, as the page's title does).
+none of them holds data (the schema does name the served models).
 """
 
 import asyncio
@@ -45,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .data import tensor_to_pil
+from .data import example_prompts, tensor_to_pil
 from .editing import VARY_STRENGTH, has_transparency, open_image
 from . import openapi
 from .errors import DiffuseError
@@ -59,8 +62,8 @@ WEB_DIR = Path(__file__).parent / "web"
 DOCS_DIR = Path(fastapi_offline.__file__).parent / "static"  # Swagger UI's files, so /docs needs no CDN
 IMAGE_ID = re.compile(r"[0-9a-f]{32}")  # what save() names files: nothing else can reach the disk
 # Bounded ASCII digits: the model's own rule then names the limit. (\d also took other scripts'
-# digits, "٣٢x٣٢" for 32x32, which the schema's pattern does not.)
-SIZE = re.compile(r"([0-9]{1,9})x([0-9]{1,9})")
+# digits, "٣٢x٣٢" for 32x32, and leading zeros "0032x32": the schema's pattern takes neither.)
+SIZE = re.compile(r"([1-9][0-9]{0,8})x([1-9][0-9]{0,8})")
 PREVIEW_SIDE = 64  # largest side of a step preview sent over the stream
 
 
@@ -153,15 +156,25 @@ class StreamFields(VariationFields):
 SAMPLING_FIELDS = {"n", "negative_prompt", "seed", "steps", "sampler", "guidance"}  # passed on as they are
 
 
-def checked_fields(limits: Limits, models: list[str]) -> dict[str, dict]:
+def checked_fields(limits: Limits, pipes: list[Pipeline]) -> dict[str, dict]:
     """What this server checks after the request models, as JSON-schema keywords for its OpenAPI
-    schema. The checks themselves stay where they are (GenerateRequest, build, parse_size), whose
-    messages name the limit."""
+    schema. The checks themselves stay where they are (GenerateRequest, job, parse_size, check_size),
+    whose messages name the limit."""
     return {"n": {"minimum": 1, "maximum": min(limits.n, MAX_IMAGES)},
             "steps": {"minimum": 1, "maximum": min(limits.steps, MAX_STEPS)},
             "seed": {"minimum": 0, "maximum": MAX_SEED}, "guidance": {"minimum": 0, "maximum": MAX_GUIDANCE},
-            "strength": {"minimum": 0, "maximum": 1}, "sampler": {"enum": list(SAMPLERS)}, "model": {"enum": models},
-            "size": {"pattern": f"^(auto|{SIZE.pattern})$"}, "image_id": {"pattern": f"^{IMAGE_ID.pattern}$"}}
+            "strength": {"minimum": 0, "maximum": 1}, "sampler": {"enum": list(SAMPLERS)},
+            "model": {"enum": [p.name for p in pipes]}, "size": {"pattern": size_pattern(pipes)},
+            "image_id": {"pattern": f"^{IMAGE_ID.pattern}$"}}
+
+
+def size_pattern(pipes: list[Pipeline]) -> str:
+    """The sizes some served model draws (check_size: each side a multiple of its stride, up to 4x
+    its training size), as a pattern; a side one model draws may still be too large for another."""
+    sides = sorted({k * p.model.unet_cfg.stride for p in pipes
+                    for k in range(1, 4 * p.model.image_size // p.model.unet_cfg.stride + 1)})
+    side = "|".join(map(str, sides))
+    return f"^(auto|({side})x({side}))$"
 
 
 def parse_fields(model: type[BaseModel], data, strict: bool) -> BaseModel:
@@ -265,13 +278,26 @@ def prune_outputs(folder: Path, keep: int, keep_bytes: int, spare: Path | None =
 
 
 class Server:
-    """The state the routes share: the pipeline, its worker, the output folder and the limits."""
+    """The state the routes share: the models (by name, the first the default), their one worker,
+    the output folder and the limits."""
 
-    def __init__(self, pipe: Pipeline, output_dir: Path, limits: Limits, queue_size: int):
-        self.pipe, self.output_dir, self.limits = pipe, Path(output_dir), limits
-        self.worker = Worker(pipe, queue_size)
+    def __init__(self, pipes: list[Pipeline], output_dir: Path, limits: Limits, queue_size: int):
+        self.pipes = by_name(pipes)
+        self.default = pipes[0].name
+        self.output_dir, self.limits = Path(output_dir), limits
+        self.worker = Worker(queue_size)
         self.started = int(time.time())
         self._pruning = threading.Lock()  # answers are saved from several threads
+
+    def pipe(self, name: str | None) -> Pipeline:
+        """The model a request names (None: the default), or OpenAI's 404."""
+        if name is None:
+            return self.pipes[self.default]
+        if name not in self.pipes:
+            served = ", ".join(map(repr, self.pipes))
+            raise ApiError(404, f"the model {name!r} does not exist: this server has {served}", param="model",
+                           code="model_not_found")
+        return self.pipes[name]
 
     # --- requests
 
@@ -303,8 +329,9 @@ class Server:
             raise ApiError(404, f"no image {image_id}", param="image_id", code="not_found")
         return open_image(path)
 
-    def build(self, f: GenerationFields, image=None, mask=None, vary: bool = False) -> GenerateRequest:
-        """The one GenerateRequest a request describes, checked against the limits and the model.
+    def job(self, f: GenerationFields, image=None, mask=None, vary: bool = False) -> Job:
+        """The job a request describes: one GenerateRequest, checked against the limits and the
+        model it names, and that model.
 
         Edits follow OpenAI: transparent pixels (alpha 0) of the mask are the area to repaint; with
         no mask, the image's own transparent pixels are; a mask without transparency is read as
@@ -312,9 +339,7 @@ class Server:
         `strength` (default 0.8), as diffusers' users expect. Variations are the CLI's `vary`:
         image-to-image at strength 0.4 with new seeds, prompted by the given prompt, else the
         prompt the image records, else none (unconditional)."""
-        if f.model is not None and f.model != self.pipe.name:
-            raise ApiError(404, f"the model {f.model!r} does not exist: this server has {self.pipe.name!r}",
-                           param="model", code="model_not_found")
+        pipe = self.pipe(f.model)
         for name, limit in (("n", self.limits.n), ("steps", self.limits.steps)):
             value = getattr(f, name)
             if value is not None and not 1 <= value <= limit:
@@ -330,8 +355,8 @@ class Server:
             raise ApiError(400, "prompt: a prompt is required", param="prompt")
         request = GenerateRequest(prompt=prompt, width=width, height=height, init_image=image, mask=mask,
                                   strength=strength, **f.model_dump(include=SAMPLING_FIELDS, exclude_none=True))
-        self.pipe.check(request)
-        return request.with_seed()
+        pipe.check(request)
+        return Job(request.with_seed(), pipe)
 
     async def run(self, request: Request, job: Job) -> list:
         """The job's images; if the client disconnects first, the job is cancelled."""
@@ -383,13 +408,37 @@ class Server:
         return {"created": int(time.time()), "data": data}
 
     def config(self) -> dict:
-        """What the web page needs to build its form: the model, sizes, samplers, defaults and limits."""
-        size = self.pipe.model.image_size
+        """What the web page needs to build its form: the models (sizes, example prompts),
+        samplers, defaults and limits."""
         defaults = {name: DEFAULTS[name] for name in ("steps", "guidance", "n")}
         defaults.update(sampler=DEFAULT_SAMPLER, inpaint_sampler=INPAINT_SAMPLER)  # a request naming none gets these
-        return {"model": self.pipe.name, "image_size": size, "sizes": [f"{k * size}x{k * size}" for k in (1, 2, 3, 4)],
+        return {"model": self.default, "models": [model_info(p) for p in self.pipes.values()],
                 "samplers": list(SAMPLERS), "defaults": defaults, "vary_strength": VARY_STRENGTH,
                 "limits": dataclasses.asdict(self.limits)}
+
+    def model_cards(self) -> list[dict]:
+        return [{"id": name, "object": "model", "created": self.started, "owned_by": "diffuse"} for name in self.pipes]
+
+
+def model_info(pipe: Pipeline) -> dict:
+    """A model as the page shows it: its training size, the sizes it draws (up to 4x, as
+    check_size allows) and a few prompts it knows, from its checkpoint's data summary."""
+    size = pipe.model.image_size
+    return {"id": pipe.name, "image_size": size, "sizes": [f"{k * size}x{k * size}" for k in (1, 2, 3, 4)],
+            "prompts": example_prompts(pipe.config.get("data") or {})}
+
+
+def by_name(pipes: list[Pipeline]) -> dict[str, Pipeline]:
+    """Requests name a model by its name, so two models may not share one."""
+    if not pipes:
+        raise DiffuseError("no model to serve")
+    named = {}
+    for pipe in pipes:
+        if pipe.name in named:
+            raise DiffuseError(f"two models are named {pipe.name!r}: a request could not tell them apart "
+                               "(serve folders with different names)")
+        named[pipe.name] = pipe
+    return named
 
 
 class ClientGone(Exception):
@@ -509,12 +558,17 @@ def add_error_handlers(app: FastAPI) -> None:
         return api_error(e).response()
 
 
-def create_app(model: str | Path | Pipeline, *, output_dir: str | Path, api_key: str | None = None,
+Model = str | Path | Pipeline
+
+
+def create_app(models: Model | list[Model], *, output_dir: str | Path, api_key: str | None = None,
                queue_size: int = 8, limits: Limits = Limits()) -> FastAPI:
-    """The server as an ASGI app (run it with uvicorn). `model` is a checkpoint directory or a
-    loaded Pipeline; `queue_size` jobs may wait behind the running one before requests get 429."""
-    pipe = model if isinstance(model, Pipeline) else Pipeline.load(model)
-    server = Server(pipe, Path(output_dir), limits, queue_size)
+    """The server as an ASGI app (run it with uvicorn). `models` are checkpoint directories,
+    bundled models' names or loaded Pipelines (one, or a list whose first is the default);
+    `queue_size` jobs may wait behind the running one before requests get 429."""
+    models = models if isinstance(models, (list, tuple)) else [models]
+    pipes = [m if isinstance(m, Pipeline) else Pipeline.load(m) for m in models]
+    server = Server(pipes, Path(output_dir), limits, queue_size)
 
     async def lifespan(app):
         yield
@@ -572,7 +626,7 @@ IMAGES = {200: {"model": openapi.ImagesResponse, "description": "the images"}}
 
 
 def add_routes(app: FastAPI, server: Server) -> None:
-    checks = checked_fields(server.limits, [server.pipe.name])
+    checks = checked_fields(server.limits, list(server.pipes.values()))
 
     def form(model, **files):
         return openapi.body_schema(model, checks, files=files)
@@ -584,13 +638,12 @@ def add_routes(app: FastAPI, server: Server) -> None:
     @app.get("/healthz", operation_id="health", summary="The worker's state",
              responses={200: {"model": openapi.Health}})
     async def healthz():
-        return {"status": "ok", "model": server.pipe.name, **server.worker.status()}
+        return {"status": "ok", "model": server.default, "models": list(server.pipes), **server.worker.status()}
 
     @app.get("/v1/models", operation_id="listModels", summary="The models this server draws with",
              responses={200: {"model": openapi.ModelList}})
     async def models():
-        return {"object": "list", "data": [{"id": server.pipe.name, "object": "model", "created": server.started,
-                                             "owned_by": "diffuse"}]}
+        return {"object": "list", "data": server.model_cards()}
 
     @app.get("/v1/diffuse/config", operation_id="getConfig", summary="What the web page builds its form from",
              responses={200: {"model": openapi.Config}})
@@ -611,7 +664,7 @@ def add_routes(app: FastAPI, server: Server) -> None:
               openapi_extra=openapi.request_body(json=openapi.body_schema(GenerationFields, checks)))
     async def generations(request: Request):
         f = parse_fields(GenerationFields, await read_json(request), strict=True)
-        images = await server.run(request, Job(server.build(f)))
+        images = await server.run(request, server.job(f))
         return server.answer(request, images, f.response_format)
 
     @app.post("/v1/images/edits", operation_id="createImageEdit", responses={**IMAGES, **JOB_ERRORS},
@@ -621,7 +674,7 @@ def add_routes(app: FastAPI, server: Server) -> None:
         fields, files = await read_form(request, ("image", "mask"))
         f = parse_fields(EditFields, fields, strict=False)
         image, mask = await server.upload(files, "image", True), await server.upload(files, "mask", False)
-        images = await server.run(request, Job(server.build(f, image, mask)))
+        images = await server.run(request, server.job(f, image, mask))
         return server.answer(request, images, f.response_format)
 
     @app.post("/v1/images/variations", operation_id="createImageVariation", responses={**IMAGES, **JOB_ERRORS},
@@ -631,7 +684,7 @@ def add_routes(app: FastAPI, server: Server) -> None:
         fields, files = await read_form(request, ("image",))
         f = parse_fields(VariationFields, fields, strict=False)
         image = await server.upload(files, "image", True)
-        images = await server.run(request, Job(server.build(f, image, vary=True)))
+        images = await server.run(request, server.job(f, image, vary=True))
         return server.answer(request, images, f.response_format)
 
     @app.post("/v1/diffuse/stream", operation_id="streamImages", response_class=StreamingResponse,
@@ -650,7 +703,7 @@ def add_routes(app: FastAPI, server: Server) -> None:
             image = server.kept_image(f.image_id)
         if f.variations and image is None:
             raise ApiError(400, "variations need an image or an image_id", param="image")
-        job = Job(server.build(f, image, await server.upload(files, "mask", False), vary=f.variations))
+        job = server.job(f, image, await server.upload(files, "mask", False), vary=f.variations)
         events = watch(job)
         server.submit(job)  # a full queue answers 429 before the stream starts
         return StreamingResponse(stream_events(server, request, job, events, f.response_format),

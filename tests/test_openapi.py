@@ -3,6 +3,7 @@ this server's limits, and fuzzed with Schemathesis (a short run of benchmarks/sc
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,10 @@ def test_the_schema_states_what_this_server_checks(schema, pipe):
     assert value("sampler")["enum"] == list(SAMPLERS) and value("model")["enum"] == [pipe.name]
     assert gen["response_format"]["enum"] == ["url", "b64_json"]
     assert value("guidance")["maximum"] == 100 and {"type": "null"} in gen["seed"]["anyOf"]  # null: the default
+    size = re.compile(value("size")["pattern"])  # the sizes the model draws: sides a multiple of its stride
+    stride = pipe.model.unet_cfg.stride
+    assert size.fullmatch("auto") and size.fullmatch("32x128") and size.fullmatch(f"{stride}x{3 * stride}")
+    assert not any(size.fullmatch(s) for s in ("132x32", f"{stride + 1}x32", "0032x32", "32x32 ", "32X32"))
 
 
 def test_answers_and_errors_are_documented(schema):
@@ -106,5 +111,5 @@ def test_a_short_schema_fuzz_finds_nothing(tiny_model_dir, tmp_path):
     figures = json.loads(out.read_text())
     assert figures["server_errors"] == 0 and not figures["failed"]
     assert figures["requests"] >= 300
-    tested = {op.split(" ", 1)[1] for op, n in figures["operations"].items() if op.startswith(("GET", "POST"))}
-    assert {p for _, p in OPERATIONS} <= tested
+    assert {(m.lower(), p) for m, p in (op.split(" ", 1) for op in figures["operations"])} >= OPERATIONS
+    assert figures["operations"]["POST /v1/images/generations"].get("200")  # valid requests are drawn
