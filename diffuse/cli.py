@@ -343,11 +343,16 @@ def _add_data(sub):
 
 
 def _add_serve(sub):
-    p = sub.add_parser("serve", help="serve a model over HTTP: OpenAI-style Images API and a web page",
-                       description="Serve a model over HTTP: OpenAI-compatible /v1/images/generations, edits and "
-                                   "variations, a live-progress stream (/v1/diffuse/stream), and a web page at /. "
-                                   "One worker runs the model; requests beyond --queue-size waiting get 429.")
-    p.add_argument("--model", help=MODEL_HELP)
+    p = sub.add_parser("serve", help="serve models over HTTP: OpenAI-style Images API and a web page",
+                       description="Serve models over HTTP: OpenAI-compatible /v1/images/generations, edits and "
+                                   "variations, a live-progress stream (/v1/diffuse/stream), a web page at /, and "
+                                   "the API's OpenAPI schema (/openapi.json, /docs). A request's model field picks "
+                                   "a served model (GET /v1/models; default: the first). One worker runs every job; "
+                                   "requests beyond --queue-size waiting get 429.")
+    p.add_argument("--model", action="append",
+                   help="a model to serve, given once per model: a bundled model (shapes, emoji) or a checkpoint "
+                        "directory from diffuse train (./NAME for a folder named like a bundled model); the first "
+                        "is the default (default: both bundled models, shapes first)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every network)")
     p.add_argument("--port", type=int, default=8000, help="default: 8000")
@@ -436,12 +441,13 @@ def request_from_args(a, **edit):
                            variation_strength=a.variation_strength, **edit).with_seed()
 
 
-def load_pipeline(a, local_rank: int = 0):
+def load_pipeline(a, local_rank: int = 0, model: str | None = None):
+    """The model `a.model` names (or `model`: serve loads several) on the device `a.device` names."""
     from .devices import resolve_device, use_device
     from .pipeline import Pipeline
     device = resolve_device(getattr(a, "device", "auto"), local_rank)
     use_device(device)
-    return Pipeline.load(a.model, device)
+    return Pipeline.load(a.model if model is None else model, device)
 
 
 def signing_credentials(a):
@@ -701,10 +707,10 @@ def cmd_eval(a) -> None:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
-def serve_model(model: str | None) -> str:
-    """The checkpoint `serve` loads: the one named, else the bundled model."""
-    from .checkpoint import model_dir
-    return str(model_dir(model))
+def serve_models(models: list[str] | None) -> list[str]:
+    """The checkpoints `serve` loads: those named, else every bundled model (shapes first)."""
+    from .checkpoint import BUNDLED_MODELS, model_dir
+    return [str(model_dir(m)) for m in models] if models else [str(p) for p in BUNDLED_MODELS.values()]
 
 
 def listen(host: str, port: int):
@@ -731,13 +737,12 @@ def cmd_serve(a) -> None:
         raise DiffuseError("--keep and --keep-mb must be 0 (no limit) or more")
     limits = Limits(n=a.max_n, steps=a.max_steps, upload_bytes=int(a.max_upload_mb * 2 ** 20), keep=a.keep,
                     keep_bytes=int(a.keep_mb * 2 ** 20))
-    a.model = serve_model(a.model)
-    app = create_app(load_pipeline(a), output_dir=a.output_dir, api_key=api_key,
-                     queue_size=a.queue_size, limits=limits)
+    pipes = [load_pipeline(a, model=m) for m in serve_models(a.model)]
+    app = create_app(pipes, output_dir=a.output_dir, api_key=api_key, queue_size=a.queue_size, limits=limits)
     sock = listen(a.host, a.port)
     if api_key is None and a.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {a.host} without an API key: anyone who can reach it can use it", file=sys.stderr)
-    print(f"serving {a.model} on http://{a.host}:{a.port}/", file=sys.stderr)
+    print(f"serving {', '.join(p.name for p in pipes)} on http://{a.host}:{a.port}/", file=sys.stderr)
     uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
 
 

@@ -153,7 +153,7 @@ def load_image_folder(path: str | Path, size: int, holdout: bool = True) -> Tens
         stacked = stacked[torch.tensor(rows)]
     summary = {"kind": "folder", "path": str(folder), "images": len(images), "examples": len(captions),
                "skipped_uncaptioned": uncaptioned, "skipped_unreadable": unreadable, "held_out": held_out,
-               "size": size}
+               "size": size, "prompts": spread(captions, EXAMPLE_PROMPTS)}
     built = _emoji_build(folder)
     if built:
         summary["emoji"] = built
@@ -309,3 +309,30 @@ def load_dataset(spec: str, size: int, seed: int = 0, shapes: int = 20000, holdo
         from .emoji import cached_emoji_folder  # the emoji extra is optional: imported only when asked for
         return load_image_folder(cached_emoji_folder(size), size, holdout=holdout)
     return load_image_folder(spec, size, holdout=holdout)
+
+
+# ----------------------------------------------------------------------------- example prompts
+
+EXAMPLE_PROMPTS = 6  # how many a checkpoint records and the web page offers
+
+
+def spread(items: list, k: int) -> list:
+    """k items evenly spread over the list (neighbours are often one image's captions), no repeats."""
+    n = min(k, len(items))
+    return list(dict.fromkeys(items[i * len(items) // n] for i in range(n)))
+
+
+def example_prompts(summary: dict, k: int = EXAMPLE_PROMPTS) -> list[str]:
+    """A few prompts a model knows, from the data summary its checkpoint records: the `prompts` kept
+    there (an image folder's training captions; the bundled models' were chosen by hand from theirs),
+    else, for the procedural sets, captions made as their data's are (no held-out pair), else none.
+    The server's web page offers them as examples."""
+    if summary.get("prompts"):
+        return [str(p) for p in summary["prompts"]][:k]
+    rng = random.Random("example prompts")
+    if summary.get("kind") == "shapes":
+        specs = shape_specs(frozenset(tuple(pair) for pair in summary.get("exclude", [])))
+        return [rng.choice([s for s in specs if s.shape == shape]).caption(TEMPLATES[0]) for shape in SHAPES][:k]
+    if summary.get("kind") == "digits":
+        return [rng.choice(DIGIT_TEMPLATES).format(d=d, w=DIGIT_WORDS[d]) for d in rng.sample(range(10), k)]
+    return []

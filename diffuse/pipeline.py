@@ -32,7 +32,7 @@ from .schedules import SCHEDULES, SIGMA_MAX, SIGMA_MIN, get_sigmas
 if TYPE_CHECKING:  # credentials.py imports c2pa and cryptography: only what signs pays for them
     from .credentials import Credentials
 
-MAX_IMAGES, MAX_STEPS = 64, 1000
+MAX_IMAGES, MAX_STEPS, MAX_GUIDANCE = 64, 1000, 100
 # The sampler a request gets when it names none. Inpainting re-noises the known region with fresh
 # noise at every evaluation, which a multistep solver extrapolates from: at 20 steps with the exact
 # denoiser Euler ancestral fills 95% of holes right, DPM-Solver++(2M) 85% (benchmarks/RESULTS.md,
@@ -93,8 +93,8 @@ class GenerateRequest:
             raise RequestError(f"unknown sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         if self.schedule not in SCHEDULES:
             raise RequestError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-        if not isinstance(self.guidance, (int, float)) or not 0 <= self.guidance <= 100:
-            raise RequestError(f"guidance must be a number from 0 to 100, got {self.guidance!r}")
+        if not isinstance(self.guidance, (int, float)) or not 0 <= self.guidance <= MAX_GUIDANCE:
+            raise RequestError(f"guidance must be a number from 0 to {MAX_GUIDANCE}, got {self.guidance!r}")
         if self.eta is not None and not 0 <= self.eta <= 10:
             raise RequestError(f"eta must be from 0 to 10, got {self.eta!r}")
         if self.eta is not None and self.sampler not in STOCHASTIC:  # it would be ignored without a word

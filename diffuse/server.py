@@ -1,6 +1,7 @@
 """The HTTP server: OpenAI's Images API, a live-progress stream, and a web page.
 
-    diffuse serve --model runs/shapes        # then open http://127.0.0.1:8000
+    diffuse serve                            # the bundled models, shapes and emoji: http://127.0.0.1:8000
+    diffuse serve --model runs/mine --model emoji   # any checkpoints; the first is the default
 
   POST /v1/images/generations  JSON: prompt, n, size "WxH", response_format (url | b64_json), model,
                                and diffuse's seed (0 to 2^32 - 1), steps, sampler, guidance, negative_prompt
@@ -11,11 +12,16 @@
   GET  /v1/images/{id}.png     the images answered by url, kept in the output folder
   GET  /v1/models, /v1/diffuse/config, /healthz
   GET  /                       the web page (static files; the page asks for the API key itself)
+  GET  /openapi.json, /docs    the API's OpenAPI schema (openapi.py derives it from the models below)
+                               and Swagger UI to try it, served from this package (no CDN)
 
-Every request becomes one `GenerateRequest`; every error is OpenAI's
+A request's `model` picks one of the served models (GET /v1/models), each loaded once; one worker
+thread runs every job, whichever model it names. Every request becomes one `GenerateRequest`
+and a model; every error is OpenAI's
 `{"error": {"message", "type", "param", "code"}}` with a 4xx status (5xx only for bugs). With an
-API key, every endpoint except the page's static files needs `Authorization: Bearer KEY`: a
-browser cannot attach a header to the page it navigates to, and the page holds no data.
+API key, every endpoint except the page's static files, the docs and the schema needs
+`Authorization: Bearer KEY`: a browser cannot attach a header to a page it navigates to, and
+none of them holds data (the schema does name the served models).
 """
 
 import asyncio
@@ -31,25 +37,33 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .data import tensor_to_pil
+from .data import example_prompts, tensor_to_pil
 from .editing import VARY_STRENGTH, has_transparency, open_image
+from . import openapi
 from .errors import DiffuseError
-from .pipeline import DEFAULT_SAMPLER, INPAINT_SAMPLER, GenerateRequest, Pipeline, png_bytes, recorded_prompt, save_png
+from .pipeline import (DEFAULT_SAMPLER, INPAINT_SAMPLER, MAX_GUIDANCE, MAX_IMAGES, MAX_SEED, MAX_STEPS,
+                       GenerateRequest, Pipeline, png_bytes, recorded_prompt, save_png)
 from .samplers import SAMPLERS, Step
 from .worker import Job, JobCancelled, QueueFull, Worker
 
 log = logging.getLogger("diffuse.server")
 WEB_DIR = Path(__file__).parent / "web"
+DOCS_DIR = Path(fastapi_offline.__file__).parent / "static"  # Swagger UI's files, so /docs needs no CDN
 IMAGE_ID = re.compile(r"[0-9a-f]{32}")  # what save() names files: nothing else can reach the disk
-SIZE = re.compile(r"(\d{1,9})x(\d{1,9})")  # bounded digits: the model's own rule then names the limit
+# Bounded ASCII digits: the model's own rule then names the limit. (\d also took other scripts'
+# digits, "٣٢x٣٢" for 32x32, and leading zeros "0032x32": the schema's pattern takes neither.)
+SIZE = re.compile(r"([1-9][0-9]{0,8})x([1-9][0-9]{0,8})")
 PREVIEW_SIDE = 64  # largest side of a step preview sent over the stream
 
 
@@ -89,6 +103,14 @@ class ApiError(Exception):
 
 # ----------------------------------------------------------------------------- what clients send
 
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerateRequest)}  # what a field left out gets
+
+
+def about(text: str, default=None):
+    """A field's default and its description in the published schema (/docs shows it)."""
+    return Field(default, description=text)
+
+
 class GenerationFields(BaseModel):
     """POST /v1/images/generations. Unknown fields are refused, as OpenAI refuses them, so a
     misspelt option is not silently ignored; OpenAI's user, quality and style are accepted and have
@@ -96,40 +118,63 @@ class GenerationFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     prompt: str
-    n: int | None = None
-    size: str | None = None                          # "WxH"; default: the model's (or the image's) size
+    n: int | None = about(f"images; image k gets seed + k (default {DEFAULTS['n']})")
+    size: str | None = about("WIDTHxHEIGHT, a multiple of the model's stride up to 4x its size; default "
+                             "(or auto): the model's size, or the image's")
     response_format: Literal["url", "b64_json"] = "url"
-    model: str | None = None
-    negative_prompt: str | None = None
-    seed: int | None = None
-    steps: int | None = None
-    sampler: str | None = None
-    guidance: float | None = None
-    user: str | None = None
-    quality: str | None = None
-    style: str | None = None
+    model: str | None = about("one of GET /v1/models (default: the first)")
+    negative_prompt: str | None = about("what guidance steers away from")
+    seed: int | None = about("default: a random one, recorded in every image")
+    steps: int | None = about(f"sampler steps (default {DEFAULTS['steps']})")
+    sampler: str | None = about(f"default: {DEFAULT_SAMPLER}, {INPAINT_SAMPLER} for inpainting")
+    guidance: float | None = about(f"classifier-free guidance scale: 1 off, 0 unconditional (default {DEFAULTS['guidance']})")
+    user: str | None = about("accepted, as OpenAI's; no effect")
+    quality: str | None = about("accepted, as OpenAI's; no effect")
+    style: str | None = about("accepted, as OpenAI's; no effect")
 
 
 class EditFields(GenerationFields):
     """POST /v1/images/edits (multipart, so values arrive as text and are converted)."""
 
-    strength: float | None = None                    # default: 1 inpainting, 0.8 image-to-image
+    strength: float | None = about("how much of the schedule runs on the image (default: 1 inpainting, "
+                                   "0.8 image-to-image)")
 
 
 class VariationFields(EditFields):
     """POST /v1/images/variations: OpenAI sends no prompt; one may be given."""
 
-    prompt: str | None = None
+    prompt: str | None = about("default: the prompt the image records, else none")
 
 
 class StreamFields(VariationFields):
     """POST /v1/diffuse/stream: any of the above, starting from an upload or a kept image."""
 
-    image_id: str | None = None                      # an image this server made (its url's name)
-    variations: bool = False                         # variations of the image, as /v1/images/variations
+    image_id: str | None = about("an image this server made (the name in its url), instead of an upload")
+    variations: bool = about("variations of the image, as /v1/images/variations", False)
 
 
 SAMPLING_FIELDS = {"n", "negative_prompt", "seed", "steps", "sampler", "guidance"}  # passed on as they are
+
+
+def checked_fields(limits: Limits, pipes: list[Pipeline]) -> dict[str, dict]:
+    """What this server checks after the request models, as JSON-schema keywords for its OpenAPI
+    schema. The checks themselves stay where they are (GenerateRequest, job, parse_size, check_size),
+    whose messages name the limit."""
+    return {"n": {"minimum": 1, "maximum": min(limits.n, MAX_IMAGES)},
+            "steps": {"minimum": 1, "maximum": min(limits.steps, MAX_STEPS)},
+            "seed": {"minimum": 0, "maximum": MAX_SEED}, "guidance": {"minimum": 0, "maximum": MAX_GUIDANCE},
+            "strength": {"minimum": 0, "maximum": 1}, "sampler": {"enum": list(SAMPLERS)},
+            "model": {"enum": [p.name for p in pipes]}, "size": {"pattern": size_pattern(pipes)},
+            "image_id": {"pattern": f"^{IMAGE_ID.pattern}$"}}
+
+
+def size_pattern(pipes: list[Pipeline]) -> str:
+    """The sizes some served model draws (check_size: each side a multiple of its stride, up to 4x
+    its training size), as a pattern; a side one model draws may still be too large for another."""
+    sides = sorted({k * p.model.unet_cfg.stride for p in pipes
+                    for k in range(1, 4 * p.model.image_size // p.model.unet_cfg.stride + 1)})
+    side = "|".join(map(str, sides))
+    return f"^(auto|({side})x({side}))$"
 
 
 def parse_fields(model: type[BaseModel], data, strict: bool) -> BaseModel:
@@ -153,14 +198,34 @@ def invalid(errors: list[dict]) -> ApiError:
 async def read_json(request: Request) -> dict:
     body = await request.body()
     try:
-        return json.loads(body)
+        data = json.loads(body)
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
         raise ApiError(400, f"the body is not valid JSON ({e})") from None
+    except RecursionError:  # json's parser recurses once per [ or {: "[[[[...]]]]" ran out of stack (a 500)
+        raise ApiError(400, "the body is not valid JSON (nested too deeply)") from None
+    if isinstance(data, dict):
+        check_text(data)
+    return data
 
 
-async def read_form(request: Request) -> tuple[dict, dict[str, UploadFile]]:
-    """Text fields and files of a multipart or urlencoded form; one file per name ("image[]", as
-    OpenAI's client names a list of images, counts as "image")."""
+def check_text(fields: dict) -> None:
+    """Refuse a name or text that no UTF-8 can hold: JSON's \\u escapes can spell lone surrogates
+    ("\\ud800"), and a prompt with one failed later, when its PNG's metadata was written (a 500)."""
+    for key, value in fields.items():
+        for text in (key, value):
+            if isinstance(text, str) and not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    param = key if text is value else None
+                    raise ApiError(400, f"{param or 'a field name'}: not valid Unicode text (it holds a lone "
+                                   "surrogate)", param=param) from None
+
+
+async def read_form(request: Request, uploads: tuple[str, ...]) -> tuple[dict, dict[str, UploadFile]]:
+    """Text fields and the files named in `uploads`, of a multipart or urlencoded form; one file per
+    name ("image[]", as OpenAI's client names a list of images, counts as "image"). A file under
+    another name is refused as an unknown field is, not ignored."""
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise ApiError(400, "send multipart/form-data: text fields and image files")
@@ -168,18 +233,22 @@ async def read_form(request: Request) -> tuple[dict, dict[str, UploadFile]]:
     fields, files = {}, {}
     for key, value in form.multi_items():
         name = key.removesuffix("[]")
-        target = files if isinstance(value, UploadFile) else fields
+        is_file = isinstance(value, UploadFile)
+        if is_file and name not in uploads:
+            raise ApiError(400, f"{name}: unrecognized request argument supplied (a file)", param=name)
+        if not is_file and name in uploads:
+            raise ApiError(400, f"{name}: send an image file (a multipart upload), not text", param=name)
         if name in fields or name in files:
             raise ApiError(400, f"{name}: give it once", param=name)
-        target[name] = value
+        (files if is_file else fields)[name] = value
     return fields, files
 
 
-async def read_any(request: Request) -> tuple[dict, dict[str, UploadFile], bool]:
+async def read_any(request: Request, uploads: tuple[str, ...]) -> tuple[dict, dict[str, UploadFile], bool]:
     """JSON (strictly typed) or a form (text converted); the last item says which."""
     if request.headers.get("content-type", "").startswith("application/json"):
         return await read_json(request), {}, True
-    return *await read_form(request), False
+    return *await read_form(request, uploads), False
 
 
 # ----------------------------------------------------------------------------- the app
@@ -209,13 +278,26 @@ def prune_outputs(folder: Path, keep: int, keep_bytes: int, spare: Path | None =
 
 
 class Server:
-    """The state the routes share: the pipeline, its worker, the output folder and the limits."""
+    """The state the routes share: the models (by name, the first the default), their one worker,
+    the output folder and the limits."""
 
-    def __init__(self, pipe: Pipeline, output_dir: Path, limits: Limits, queue_size: int):
-        self.pipe, self.output_dir, self.limits = pipe, Path(output_dir), limits
-        self.worker = Worker(pipe, queue_size)
+    def __init__(self, pipes: list[Pipeline], output_dir: Path, limits: Limits, queue_size: int):
+        self.pipes = by_name(pipes)
+        self.default = pipes[0].name
+        self.output_dir, self.limits = Path(output_dir), limits
+        self.worker = Worker(queue_size)
         self.started = int(time.time())
         self._pruning = threading.Lock()  # answers are saved from several threads
+
+    def pipe(self, name: str | None) -> Pipeline:
+        """The model a request names (None: the default), or OpenAI's 404."""
+        if name is None:
+            return self.pipes[self.default]
+        if name not in self.pipes:
+            served = ", ".join(map(repr, self.pipes))
+            raise ApiError(404, f"the model {name!r} does not exist: this server has {served}", param="model",
+                           code="model_not_found")
+        return self.pipes[name]
 
     # --- requests
 
@@ -247,8 +329,9 @@ class Server:
             raise ApiError(404, f"no image {image_id}", param="image_id", code="not_found")
         return open_image(path)
 
-    def build(self, f: GenerationFields, image=None, mask=None, vary: bool = False) -> GenerateRequest:
-        """The one GenerateRequest a request describes, checked against the limits and the model.
+    def job(self, f: GenerationFields, image=None, mask=None, vary: bool = False) -> Job:
+        """The job a request describes: one GenerateRequest, checked against the limits and the
+        model it names, and that model.
 
         Edits follow OpenAI: transparent pixels (alpha 0) of the mask are the area to repaint; with
         no mask, the image's own transparent pixels are; a mask without transparency is read as
@@ -256,9 +339,7 @@ class Server:
         `strength` (default 0.8), as diffusers' users expect. Variations are the CLI's `vary`:
         image-to-image at strength 0.4 with new seeds, prompted by the given prompt, else the
         prompt the image records, else none (unconditional)."""
-        if f.model is not None and f.model != self.pipe.name:
-            raise ApiError(404, f"the model {f.model!r} does not exist: this server has {self.pipe.name!r}",
-                           param="model", code="model_not_found")
+        pipe = self.pipe(f.model)
         for name, limit in (("n", self.limits.n), ("steps", self.limits.steps)):
             value = getattr(f, name)
             if value is not None and not 1 <= value <= limit:
@@ -274,8 +355,8 @@ class Server:
             raise ApiError(400, "prompt: a prompt is required", param="prompt")
         request = GenerateRequest(prompt=prompt, width=width, height=height, init_image=image, mask=mask,
                                   strength=strength, **f.model_dump(include=SAMPLING_FIELDS, exclude_none=True))
-        self.pipe.check(request)
-        return request.with_seed()
+        pipe.check(request)
+        return Job(request.with_seed(), pipe)
 
     async def run(self, request: Request, job: Job) -> list:
         """The job's images; if the client disconnects first, the job is cancelled."""
@@ -327,14 +408,37 @@ class Server:
         return {"created": int(time.time()), "data": data}
 
     def config(self) -> dict:
-        """What the web page needs to build its form: the model, sizes, samplers, defaults and limits."""
-        size = self.pipe.model.image_size
-        defaults = {f.name: f.default for f in dataclasses.fields(GenerateRequest)
-                    if f.name in ("steps", "guidance", "n")}
+        """What the web page needs to build its form: the models (sizes, example prompts),
+        samplers, defaults and limits."""
+        defaults = {name: DEFAULTS[name] for name in ("steps", "guidance", "n")}
         defaults.update(sampler=DEFAULT_SAMPLER, inpaint_sampler=INPAINT_SAMPLER)  # a request naming none gets these
-        return {"model": self.pipe.name, "image_size": size, "sizes": [f"{k * size}x{k * size}" for k in (1, 2, 3, 4)],
+        return {"model": self.default, "models": [model_info(p) for p in self.pipes.values()],
                 "samplers": list(SAMPLERS), "defaults": defaults, "vary_strength": VARY_STRENGTH,
                 "limits": dataclasses.asdict(self.limits)}
+
+    def model_cards(self) -> list[dict]:
+        return [{"id": name, "object": "model", "created": self.started, "owned_by": "diffuse"} for name in self.pipes]
+
+
+def model_info(pipe: Pipeline) -> dict:
+    """A model as the page shows it: its training size, the sizes it draws (up to 4x, as
+    check_size allows) and a few prompts it knows, from its checkpoint's data summary."""
+    size = pipe.model.image_size
+    return {"id": pipe.name, "image_size": size, "sizes": [f"{k * size}x{k * size}" for k in (1, 2, 3, 4)],
+            "prompts": example_prompts(pipe.config.get("data") or {})}
+
+
+def by_name(pipes: list[Pipeline]) -> dict[str, Pipeline]:
+    """Requests name a model by its name, so two models may not share one."""
+    if not pipes:
+        raise DiffuseError("no model to serve")
+    named = {}
+    for pipe in pipes:
+        if pipe.name in named:
+            raise DiffuseError(f"two models are named {pipe.name!r}: a request could not tell them apart "
+                               "(serve folders with different names)")
+        named[pipe.name] = pipe
+    return named
 
 
 class ClientGone(Exception):
@@ -385,10 +489,10 @@ def api_error(e: Exception) -> ApiError:
 # ----------------------------------------------------------------------------- guard and routes
 
 class Guard:
-    """Runs before any route: the API key (every path but the page's static files) and the body's
-    size (from Content-Length, and counted for bodies sent without one)."""
+    """Runs before any route: the API key (every path but the page's files, the docs' and the
+    schema) and the body's size (from Content-Length, and counted for bodies sent without one)."""
 
-    PUBLIC = re.compile(r"/|/static/[\w-]+\.(html|js|css)")  # the page's files, no other path
+    PUBLIC = re.compile(r"/|/static/[\w-]+\.(html|js|css)|/docs|/docs/files/[\w-]+\.(js|css)|/openapi\.json")
 
     def __init__(self, app, api_key: str | None, max_body: int):
         self.app, self.api_key, self.max_body = app, api_key, max_body
@@ -454,76 +558,143 @@ def add_error_handlers(app: FastAPI) -> None:
         return api_error(e).response()
 
 
-def create_app(model: str | Path | Pipeline, *, output_dir: str | Path, api_key: str | None = None,
+Model = str | Path | Pipeline
+
+
+def create_app(models: Model | list[Model], *, output_dir: str | Path, api_key: str | None = None,
                queue_size: int = 8, limits: Limits = Limits()) -> FastAPI:
-    """The server as an ASGI app (run it with uvicorn). `model` is a checkpoint directory or a
-    loaded Pipeline; `queue_size` jobs may wait behind the running one before requests get 429."""
-    pipe = model if isinstance(model, Pipeline) else Pipeline.load(model)
-    server = Server(pipe, Path(output_dir), limits, queue_size)
+    """The server as an ASGI app (run it with uvicorn). `models` are checkpoint directories,
+    bundled models' names or loaded Pipelines (one, or a list whose first is the default);
+    `queue_size` jobs may wait behind the running one before requests get 429."""
+    models = models if isinstance(models, (list, tuple)) else [models]
+    pipes = [m if isinstance(m, Pipeline) else Pipeline.load(m) for m in models]
+    server = Server(pipes, Path(output_dir), limits, queue_size)
 
     async def lifespan(app):
         yield
         server.worker.stop()
 
-    app = FastAPI(title="diffuse", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(title="diffuse", version=version(), description=API_DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.server = server
     app.add_middleware(Guard, api_key=api_key or None, max_body=limits.body_bytes)
     add_error_handlers(app)
     add_routes(app, server)
+    add_docs(app, api_key=bool(api_key))
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app
 
 
+API_DESCRIPTION = """OpenAI's Images API served by a diffuse model, plus a live-progress stream.
+Every error is OpenAI's `{"error": {"message", "type", "param", "code"}}` with a 4xx status."""
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+    try:
+        return installed("diffuse")
+    except PackageNotFoundError:  # run from a source tree
+        return "0"
+
+
+def add_docs(app: FastAPI, api_key: bool) -> None:
+    """/openapi.json (FastAPI's, made true to the server by openapi.finish) and Swagger UI at
+    /docs, whose files come with this package (fastapi-offline's copy): no CDN, as the page."""
+    def schema():
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.finish(get_openapi(title=app.title, version=app.version,
+                                                            description=app.description, routes=app.routes), api_key)
+        return app.openapi_schema
+    app.openapi = schema
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="diffuse API", swagger_favicon_url="data:,",
+                                   swagger_js_url="/docs/files/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/files/swagger-ui.css")
+    app.mount("/docs/files", StaticFiles(directory=DOCS_DIR), name="docs-files")
+
+
+class PNGFile(FileResponse):
+    media_type = "image/png"  # so the schema states the image's answer as such
+
+
+# What a route that queues a job may answer besides its images (the API key's 401 is added by
+# openapi.finish where a key is set).
+JOB_ERRORS = openapi.errors(400, 404, 413, 429, 503)
+IMAGES = {200: {"model": openapi.ImagesResponse, "description": "the images"}}
+
+
 def add_routes(app: FastAPI, server: Server) -> None:
+    checks = checked_fields(server.limits, list(server.pipes.values()))
+
+    def form(model, **files):
+        return openapi.body_schema(model, checks, files=files)
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(WEB_DIR / "index.html")
 
-    @app.get("/healthz")
+    @app.get("/healthz", operation_id="health", summary="The worker's state",
+             responses={200: {"model": openapi.Health}})
     async def healthz():
-        return {"status": "ok", "model": server.pipe.name, **server.worker.status()}
+        return {"status": "ok", "model": server.default, "models": list(server.pipes), **server.worker.status()}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", operation_id="listModels", summary="The models this server draws with",
+             responses={200: {"model": openapi.ModelList}})
     async def models():
-        return {"object": "list", "data": [{"id": server.pipe.name, "object": "model", "created": server.started,
-                                             "owned_by": "diffuse"}]}
+        return {"object": "list", "data": server.model_cards()}
 
-    @app.get("/v1/diffuse/config")
+    @app.get("/v1/diffuse/config", operation_id="getConfig", summary="What the web page builds its form from",
+             responses={200: {"model": openapi.Config}})
     async def config():
         return server.config()
 
-    @app.get("/v1/images/{name}", name="image_file")
+    @app.get("/v1/images/{name}", name="image_file", operation_id="getImage", summary="An image answered by url",
+             response_class=PNGFile, responses={200: {"content": {"image/png": {"schema": openapi.BINARY}}},
+                                                **openapi.errors(404)})
     async def image_file(name: str):
         path = server.kept_path(name.removesuffix(".png")) if name.endswith(".png") else None
         if path is None:
             raise ApiError(404, f"no image {name!r}", code="not_found")
         return FileResponse(path, media_type="image/png")
 
-    @app.post("/v1/images/generations")
+    @app.post("/v1/images/generations", operation_id="createImage", summary="Draw images from a prompt",
+              responses={**IMAGES, **JOB_ERRORS},
+              openapi_extra=openapi.request_body(json=openapi.body_schema(GenerationFields, checks)))
     async def generations(request: Request):
         f = parse_fields(GenerationFields, await read_json(request), strict=True)
-        images = await server.run(request, Job(server.build(f)))
+        images = await server.run(request, server.job(f))
         return server.answer(request, images, f.response_format)
 
-    @app.post("/v1/images/edits")
+    @app.post("/v1/images/edits", operation_id="createImageEdit", responses={**IMAGES, **JOB_ERRORS},
+              summary="Repaint an image's transparent (or masked) area, or redraw it image-to-image",
+              openapi_extra=openapi.request_body(form=form(EditFields, image=True, mask=False)))
     async def edits(request: Request):
-        fields, files = await read_form(request)
+        fields, files = await read_form(request, ("image", "mask"))
         f = parse_fields(EditFields, fields, strict=False)
         image, mask = await server.upload(files, "image", True), await server.upload(files, "mask", False)
-        images = await server.run(request, Job(server.build(f, image, mask)))
+        images = await server.run(request, server.job(f, image, mask))
         return server.answer(request, images, f.response_format)
 
-    @app.post("/v1/images/variations")
+    @app.post("/v1/images/variations", operation_id="createImageVariation", responses={**IMAGES, **JOB_ERRORS},
+              summary="Variations of an image (prompted by its recorded prompt unless one is given)",
+              openapi_extra=openapi.request_body(form=form(VariationFields, image=True)))
     async def variations(request: Request):
-        fields, files = await read_form(request)
+        fields, files = await read_form(request, ("image",))
         f = parse_fields(VariationFields, fields, strict=False)
         image = await server.upload(files, "image", True)
-        images = await server.run(request, Job(server.build(f, image, vary=True)))
+        images = await server.run(request, server.job(f, image, vary=True))
         return server.answer(request, images, f.response_format)
 
-    @app.post("/v1/diffuse/stream")
+    @app.post("/v1/diffuse/stream", operation_id="streamImages", response_class=StreamingResponse,
+              summary="Any of the three, with a server-sent event per sampler step", description=openapi.STREAM_TEXT,
+              responses={200: {"description": "the events", "content": openapi.event_stream(openapi.STREAM)},
+                         **JOB_ERRORS},
+              openapi_extra=openapi.request_body(json=openapi.body_schema(StreamFields, checks),
+                                                 form=form(StreamFields, image=False, mask=False)))
     async def stream(request: Request):
-        fields, files, strict = await read_any(request)
+        fields, files, strict = await read_any(request, ("image", "mask"))
         f = parse_fields(StreamFields, fields, strict=strict)
         image = await server.upload(files, "image", False)
         if f.image_id is not None:
@@ -532,7 +703,7 @@ def add_routes(app: FastAPI, server: Server) -> None:
             image = server.kept_image(f.image_id)
         if f.variations and image is None:
             raise ApiError(400, "variations need an image or an image_id", param="image")
-        job = Job(server.build(f, image, await server.upload(files, "mask", False), vary=f.variations))
+        job = server.job(f, image, await server.upload(files, "mask", False), vary=f.variations)
         events = watch(job)
         server.submit(job)  # a full queue answers 429 before the stream starts
         return StreamingResponse(stream_events(server, request, job, events, f.response_format),

@@ -1,10 +1,11 @@
-"""One thread owns the model; jobs wait in a bounded queue and can be cancelled.
+"""One thread owns the models; jobs wait in a bounded queue and can be cancelled.
 
 Two generations at once on a few CPU cores only slow each other down, and a torch model is not
 meant to be driven from several threads mid-sampling, so the server runs every job in one worker
-thread, in arrival order. The queue is bounded: a flood of requests gets an immediate "busy,
-retry after N seconds" instead of a wait that grows without end. A job whose client went away is
-cancelled: it is skipped if it has not started, or stops at its next sampler step.
+thread, in arrival order, whichever of the server's models (loaded once each) the job names. The
+queue is bounded: a flood of requests gets an immediate "busy, retry after N seconds" instead of
+a wait that grows without end. A job whose client went away is cancelled: it is skipped if it
+has not started, or stops at its next sampler step.
 """
 
 import math
@@ -36,6 +37,7 @@ class JobCancelled(Exception):
 @dataclass(eq=False)
 class Job:
     request: GenerateRequest
+    pipe: Pipeline                                  # the model that draws it
     on_step: Callable[[Step], None] | None = None  # called in the worker thread after each step
     future: Future = field(default_factory=Future)  # the images, or the exception that stopped the job
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -47,10 +49,10 @@ class Job:
 
 
 class Worker:
-    def __init__(self, pipe: Pipeline, queue_size: int):
+    def __init__(self, queue_size: int):
         if not isinstance(queue_size, int) or queue_size < 1:
             raise DiffuseError(f"queue size must be at least 1, got {queue_size!r}")
-        self.pipe, self.queue_size = pipe, queue_size
+        self.queue_size = queue_size
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
         self.counts = Counter(done=0, failed=0, cancelled=0, rejected=0)
         self.running: Job | None = None
@@ -108,7 +110,7 @@ class Worker:
             return
         self.running, start = job, time.perf_counter()
         try:
-            images = self.pipe.generate(job.request, callback=lambda step: self._step(job, step))
+            images = job.pipe.generate(job.request, callback=lambda step: self._step(job, step))
         except JobCancelled as e:
             self.counts["cancelled"] += 1
             job.future.set_exception(e)

@@ -112,8 +112,8 @@ class HeldPipeline(Pipeline):
     """A loaded Pipeline whose jobs wait at every sampler step while `gate` is clear, then sleep
     `delay` s: tests of queueing, cancellation and live previews hold a job as long as they need."""
 
-    def __init__(self, pipe: Pipeline, delay: float = 0.0):
-        super().__init__(pipe.model, pipe.model_hash, pipe.name)
+    def __init__(self, pipe: Pipeline, delay: float = 0.0, name: str | None = None):
+        super().__init__(pipe.model, pipe.model_hash, name or pipe.name, pipe.config)
         self.gate, self.delay = threading.Event(), delay
         self.gate.set()
 

@@ -37,6 +37,20 @@ def test_bundled_emoji_model_is_within_budget_credits_its_sources_and_draws(tmp_
     assert img.size == (32, 32) and '"model": "emoji"' in img.text["diffuse"]
 
 
+def test_bundled_models_offer_example_prompts_in_their_own_words():
+    """The web page's example prompts (config.json's data.prompts, chosen from each model's training
+    captions): six each, every word one the model knows."""
+    from diffuse.checkpoint import BUNDLED_MODELS
+    from diffuse.data import example_prompts
+    from diffuse.text_encoder import WordTokenizer
+    for name, d in BUNDLED_MODELS.items():
+        cfg = read_config(d)
+        prompts = example_prompts(cfg["data"])
+        assert len(prompts) == 6 and prompts == cfg["data"]["prompts"], name
+        tokenizer = WordTokenizer.from_config(cfg["tokenizer"])
+        assert all(tokenizer.unknown_words(p) == [] for p in prompts), name
+
+
 def test_a_bundled_name_means_the_bundled_model_and_a_path_means_a_folder(tiny_model_dir, tmp_path, monkeypatch):
     import shutil
     from diffuse.checkpoint import BUNDLED_MODELS, model_dir

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from diffuse.data import (COLORS, SHAPES, draw_shape, load_dataset, load_digits, load_image_folder, load_shapes,
-                          resize_center_crop)
+from diffuse.data import (COLORS, HELD_OUT, SHAPES, draw_shape, example_prompts, load_dataset, load_digits,
+                          load_image_folder, load_shapes, resize_center_crop)
 from diffuse.errors import DataError
 
 
@@ -136,3 +136,19 @@ def test_shapes_hold_out_pairs_by_default():
     for caption in held.captions:
         assert not any(f"{c} {s}" in caption or f"{s} colored {c}" in caption for s, c in HELD_OUT)
     assert load_dataset("shapes", 16, shapes=400, holdout=False).summary["exclude"] == []
+
+
+def test_example_prompts_come_from_the_data_summary(tmp_path):
+    """What the web page offers as examples: a folder's summary keeps a few of its captions, spread
+    over the set; shapes' are made as its captions are, one per shape and no held-out pair."""
+    rows = [{"file_name": f"{k}.png", "text": f"thing number {k}"} for k in range(12)]
+    for row in rows:
+        _img(tmp_path / row["file_name"])
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = load_image_folder(tmp_path, 16).summary
+    assert summary["prompts"] == [f"thing number {k}" for k in (0, 10, 2, 4, 6, 8)]  # files in name order
+    assert example_prompts(summary) == summary["prompts"]
+    shapes = example_prompts({"kind": "shapes", "exclude": [list(p) for p in HELD_OUT]})
+    assert len(shapes) == 6 and {p.split()[3] for p in shapes} == set(SHAPES)
+    assert not any(f"{color} {shape}" in p for p in shapes for shape, color in HELD_OUT)
+    assert example_prompts({"kind": "folder"}) == [] and len(example_prompts({"kind": "digits"})) == 6

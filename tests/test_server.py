@@ -15,6 +15,7 @@ from PIL import Image
 
 from conftest import HeldPipeline, live_server
 from diffuse.cli import main
+from diffuse.errors import DiffuseError
 from diffuse.pipeline import Pipeline
 from diffuse.server import Limits, create_app
 
@@ -156,7 +157,7 @@ def test_stream_reports_every_step_then_the_images(client):
 
 
 def test_models_health_config_and_page(client, pipe):
-    assert client.get("/v1/models").json()["data"][0]["id"] == pipe.name
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == [pipe.name]
     h = client.get("/healthz").json()
     assert h["status"] == "ok" and h["running"] is False and h["jobs"]["failed"] == 0
     config = client.get("/v1/diffuse/config").json()
@@ -165,6 +166,65 @@ def test_models_health_config_and_page(client, pipe):
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert "EventSource" not in client.get("/static/app.js").text and client.get("/static/style.css").status_code == 200
+
+
+# ----------------------------------------------------------------------------- several models
+
+@pytest.fixture(scope="module")
+def two(pipe, tmp_path_factory):
+    """The tiny model served twice: as itself (the default) and as "tiny-b", whose checkpoint
+    records example prompts of its own."""
+    other = Pipeline(pipe.model, pipe.model_hash, "tiny-b", {**pipe.config, "data": {"prompts": ["a blue star"]}})
+    with TestClient(create_app([pipe, other], output_dir=tmp_path_factory.mktemp("two"))) as c:
+        yield c
+
+
+def drawn_by(r) -> list[str]:
+    return [params(base64.b64decode(d["b64_json"]))["model"] for d in r.json()["data"]]
+
+
+def test_each_request_is_drawn_by_the_model_it_names(two, pipe):
+    assert [m["id"] for m in two.get("/v1/models").json()["data"]] == [pipe.name, "tiny-b"]
+    b64 = {"response_format": "b64_json", **FAST}
+    assert drawn_by(two.post("/v1/images/generations", json={"prompt": "x", **b64})) == [pipe.name]  # the first
+    assert drawn_by(two.post("/v1/images/generations", json={"prompt": "x", "model": "tiny-b", **b64})) == ["tiny-b"]
+    assert drawn_by(two.post("/v1/images/generations", json={"prompt": "x", "model": pipe.name, **b64})) == [pipe.name]
+    r = two.post("/v1/images/edits", files={"image": ("i.png", png(half_transparent()))},
+                 data={"prompt": "x", "model": "tiny-b", **b64})
+    assert drawn_by(r) == ["tiny-b"]
+    with two.stream("POST", "/v1/diffuse/stream", json={"prompt": "x", "model": "tiny-b", **FAST}) as r:
+        assert read_events(r)[-1][1]["data"][0]["parameters"]["model"] == "tiny-b"
+    r = two.post("/v1/images/generations", json={"prompt": "x", "model": "emoji"})
+    err = r.json()["error"]
+    assert r.status_code == 404 and err["code"] == "model_not_found" and f"'{pipe.name}', 'tiny-b'" in err["message"]
+    assert two.get("/healthz").json()["jobs"] == {"done": 5, "failed": 0, "cancelled": 0, "rejected": 0}  # one worker
+
+
+def test_config_describes_each_model_for_the_page(two, pipe):
+    config = two.get("/v1/diffuse/config").json()
+    first, second = config["models"]
+    assert config["model"] == pipe.name and (first["id"], second["id"]) == (pipe.name, "tiny-b")
+    assert first["image_size"] == 32 and first["sizes"] == ["32x32", "64x64", "96x96", "128x128"]
+    assert second["prompts"] == ["a blue star"]  # what its checkpoint records
+    assert len(first["prompts"]) == 6 and all(p.endswith("background") for p in first["prompts"])  # drawn as shapes' are
+    assert two.get("/healthz").json()["models"] == [pipe.name, "tiny-b"]
+    body = two.get("/openapi.json").json()["paths"]["/v1/images/generations"]["post"]["requestBody"]
+    model = body["content"]["application/json"]["schema"]["properties"]["model"]["anyOf"][0]
+    assert model["enum"] == [pipe.name, "tiny-b"]  # the schema names the models a request may ask for
+
+
+def test_models_need_names_of_their_own(pipe, tiny_model_dir, tmp_path, capsys):
+    with pytest.raises(DiffuseError, match="two models are named"):
+        create_app([pipe, pipe], output_dir=tmp_path)
+    assert main(["serve", "--model", str(tiny_model_dir), "--model", str(tiny_model_dir)]) == 2
+    assert "two models are named" in capsys.readouterr().err
+
+
+def test_serve_loads_both_bundled_models_unless_told_which():
+    from diffuse.checkpoint import BUNDLED_MODELS
+    from diffuse.cli import serve_models
+    assert serve_models(None) == [str(BUNDLED_MODELS["shapes"]), str(BUNDLED_MODELS["emoji"])]
+    assert serve_models(["emoji", "runs/x"]) == [str(BUNDLED_MODELS["emoji"]), "runs/x"]
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -207,6 +267,21 @@ BAD = [  # (path, request keywords, status, text in the message, param)
      "image_id"),
     ("/v1/diffuse/stream", {"json": {"image_id": "0" * 32, "variations": True}}, 404, "no image", "image_id"),
     ("/v1/diffuse/stream", {"json": {"variations": True}}, 400, "need an image", "image"),
+    # Found while fuzzing from the schema (issue 24): each was a 500, or silently ignored.
+    ("/v1/images/generations", {"content": b'{"prompt": "\\ud800 a"}', "headers": {"content-type": "application/json"}},
+     400, "not valid Unicode", "prompt"),
+    ("/v1/diffuse/stream", {"content": b'{"prompt": "x", "\\udfff": 1}', "headers": {"content-type": "application/json"}},
+     400, "a field name: not valid Unicode", None),
+    ("/v1/images/generations", {"content": b"[" * 50_000 + b"]" * 50_000, "headers": {"content-type": "application/json"}},
+     400, "nested too deeply", None),
+    ("/v1/images/edits", {"files": {"image": ("i.png", png(Image.new("RGB", (32, 32)))), "extra": ("e.png", b"x")},
+                          "data": {"prompt": "x"}}, 400, "unrecognized request argument", "extra"),
+    ("/v1/images/variations", {"files": {"image": ("i.png", png(Image.new("RGB", (32, 32)))),
+                                         "mask": ("m.png", png(half_transparent()))}}, 400, "unrecognized", "mask"),
+    ("/v1/images/edits", upload(name="mask", data=png(half_transparent()), prompt="x", image="i.png"), 400,
+     "send an image file", "image"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "size": "\u0663\u0662x\u0663\u0662"}}, 400, "WIDTHxHEIGHT", "size"),
+    ("/v1/images/generations", {"json": {"prompt": "x", "size": "0032x32"}}, 400, "WIDTHxHEIGHT", "size"),
 ]
 
 

@@ -1,6 +1,7 @@
 """The web page in real headless Chromium (Debian's, driven by playwright): a prompt typed and
 generated shows the image forming step by step, then lands in the gallery; a mask painted on the
-canvas inpaints exactly the painted area; uploads go image-to-image; results give variations."""
+canvas inpaints exactly the painted area; uploads go image-to-image; results give variations; the
+model menu switches the form to another model, whose example prompts fill the prompt."""
 
 import re
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import HeldPipeline, live_server
+from conftest import HeldPipeline, live_server, tiny_config
 from diffuse.pipeline import Pipeline
 from diffuse.server import create_app
 
@@ -18,9 +19,19 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
 
 
 @pytest.fixture(scope="module")
-def site(tiny_model_dir, tmp_path_factory):
+def digits_model_dir(tmp_path_factory):
+    """A second model unlike the first: digits at 64 px (so other sizes and other prompts)."""
+    from diffuse.training import Trainer
+    out = tmp_path_factory.mktemp("second") / "digits"
+    Trainer(tiny_config(out, data="digits", image_size=64, steps=10)).run()
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(tiny_model_dir, digits_model_dir, tmp_path_factory):
     held = HeldPipeline(Pipeline.load(tiny_model_dir), delay=0.05)  # slow enough to see every step
-    with live_server(create_app(held, output_dir=tmp_path_factory.mktemp("served"))) as base:
+    models = [held, Pipeline.load(digits_model_dir)]
+    with live_server(create_app(models, output_dir=tmp_path_factory.mktemp("served"))) as base:
         yield base
 
 
@@ -133,3 +144,27 @@ def test_the_page_asks_for_the_api_key(browser, tiny_model_dir, tmp_path):
         card = generate(page, "a red circle", steps=2, seed=5, cards=1)  # images come back with the key too
         assert card.locator("img").evaluate("img => img.naturalWidth") == 32
         page.close()
+
+
+def test_the_model_menu_switches_the_form_and_its_example_prompts(page):
+    assert page.is_hidden("#preview") and page.is_visible("#placeholder")  # no broken image before a run
+    assert page.locator("#model option").all_inner_texts() == ["run", "digits"]  # the default first
+    assert page.input_value("#model") == "run" and page.input_value("#size") == "32x32"
+    chips = page.locator("#examples .chip")
+    assert chips.count() == 6 and all(t.endswith("background") for t in chips.all_inner_texts())
+
+    page.select_option("#model", "digits")
+    sizes = page.locator("#size option").all_inner_texts()
+    assert sizes == ["64x64", "128x128", "192x192", "256x256"] and "64px" in page.inner_text("#model-info")
+    prompts = chips.all_inner_texts()
+    assert len(prompts) == 6 and not any("background" in p for p in prompts)
+    chips.nth(2).click()
+    assert page.input_value("#prompt") == prompts[2]
+    page.fill("#steps", "2")
+    page.click("#generate")
+    page.wait_for_function("document.querySelectorAll('.card img').length >= 1")
+    card = page.locator(".card").first
+    card.locator("img").evaluate("img => img.decode()")
+    assert prompts[2] in card.inner_text() and "digits" in card.inner_text()
+    assert card.locator("img").evaluate("img => img.naturalWidth") == 64  # drawn by the 64 px model
+    assert page.is_visible("#preview") and page.is_hidden("#placeholder")

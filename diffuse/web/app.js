@@ -33,16 +33,33 @@ async function blobUrl(url) {
 async function loadConfig() {
   const config = await (await api("/v1/diffuse/config")).json();
   state.config = config;
-  $("model-name").textContent = `model: ${config.model} (${config.image_size}px)`;
+  const chosen = $("model").value;  // kept when the config is loaded again (after the API key)
+  $("model").replaceChildren(...config.models.map((m) => new Option(m.id, m.id)));
+  $("model").value = config.models.some((m) => m.id === chosen) ? chosen : config.model;
   // "auto" sends no sampler: the server's default, its own for inpainting (where it measured best).
   const auto = new Option(`auto (${config.defaults.sampler}, inpainting ${config.defaults.inpaint_sampler})`, "", true, true);
   $("sampler").replaceChildren(auto, ...config.samplers.map((s) => new Option(s, s)));
-  $("size").replaceChildren(...config.sizes.map((s) => new Option(s, s)));
   $("steps").value = config.defaults.steps;
   $("steps").max = config.limits.steps;
   $("n").max = config.limits.n;
   $("guidance").value = config.defaults.guidance;
   $("error").textContent = "";
+  chooseModel();
+}
+
+// The form follows the chosen model: the sizes it draws, and a few prompts it learned (from its
+// training captions) as chips that fill the prompt.
+function chooseModel() {
+  const model = state.config.models.find((m) => m.id === $("model").value);
+  $("model-info").textContent = `trained at ${model.image_size}px`;
+  $("size").replaceChildren(...model.sizes.map((s) => new Option(s, s)));
+  $("prompt").placeholder = model.prompts[0] || "a prompt";
+  $("examples").replaceChildren(...model.prompts.map((prompt) => {
+    const chip = button(prompt, () => { $("prompt").value = prompt; $("prompt").focus(); });
+    chip.className = "chip";
+    return chip;
+  }));
+  if (state.hasInit) setInit(state.init);  // drawn again at the new model's size
 }
 
 function sizeWH() {
@@ -51,8 +68,8 @@ function sizeWH() {
 }
 
 function samplingFields(form) {
-  const f = { negative_prompt: $("negative").value, steps: $("steps").value, sampler: $("sampler").value,
-              guidance: $("guidance").value, n: $("n").value, size: $("size").value };
+  const f = { model: $("model").value, negative_prompt: $("negative").value, steps: $("steps").value,
+              sampler: $("sampler").value, guidance: $("guidance").value, n: $("n").value, size: $("size").value };
   if ($("seed").value !== "") f.seed = $("seed").value;
   for (const [k, v] of Object.entries(f)) if (v !== "") form.append(k, v);  // empty: the server's default
   return form;
@@ -126,6 +143,8 @@ function handleEvent(text, label) {
     $("progress").textContent = `${label}: queued (${body.waiting} waiting), seed ${body.seed}`;
   } else if (event === "step") {
     $("preview").src = body.preview;
+    $("preview").hidden = false;
+    $("placeholder").hidden = true;
     $("progress").textContent = `${label}: step ${body.index + 1}/${body.total}, sigma ${body.sigma.toFixed(3)}`;
   } else if (event === "done") {
     $("progress").textContent = `${label}: done.`;
@@ -139,7 +158,7 @@ function handleEvent(text, label) {
 
 function describe(p) {
   const parts = [`“${p.prompt}”`, p.negative_prompt ? `not “${p.negative_prompt}”` : "", `seed ${p.seed}`,
-                 `${p.steps} steps ${p.sampler}`, `guidance ${p.guidance}`, `${p.width}x${p.height}`, p.mode];
+                 `${p.steps} steps ${p.sampler}`, `guidance ${p.guidance}`, `${p.width}x${p.height}`, p.mode, p.model];
   if (p.strength !== undefined) parts.push(`strength ${p.strength}`);
   return parts.filter(Boolean).join(" · ");
 }
@@ -160,6 +179,8 @@ async function addCard(item) {
   download.download = `${item.parameters.seed}-${item.parameters.prompt.replace(/[^a-z0-9]+/gi, "-").slice(0, 40)}.png`;
   const vary = button("Variations", () => {
     const form = samplingFields(new FormData());
+    form.set("model", item.parameters.model);  // the model that drew it, at the image's own size
+    form.delete("size");
     form.set("seed", String(Math.floor(Math.random() * 2 ** 31)));
     form.append("image_id", item.id);
     form.append("variations", "true");
@@ -251,6 +272,7 @@ function start() {
     try { setInit(await loadImage(URL.createObjectURL(file))); } catch (e) { $("error").textContent = e.message; }
   });
   $("size").addEventListener("change", () => { if (state.hasInit) setInit(state.init); });
+  $("model").addEventListener("change", chooseModel);
   $("clear-init").onclick = clearInit;
   wireMask();
   loadConfig().catch((e) => { $("error").textContent = e.message; });
