@@ -368,6 +368,13 @@ def _add_serve(sub):
     p.add_argument("--max-n", type=int, default=10, help="images per request (default: 10)")
     p.add_argument("--max-steps", type=int, default=100, help="sampler steps per request (default: 100)")
     p.add_argument("--max-upload-mb", type=float, default=4, help="bytes of an uploaded image, in MiB (default: 4)")
+    p.add_argument("--body-timeout", type=float, default=60,
+                   help="seconds a request's body may take to arrive, then 408 (default: 60)")
+    p.add_argument("--limit-concurrency", type=int, default=64,
+                   help="open connections and requests at once; more are answered 503 at once (default: 64)")
+    p.add_argument("--timeout-keep-alive", type=float, default=5,
+                   help="seconds an idle connection is kept open, and a request's line and headers may take "
+                        "(default: 5)")
     p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help="auto (CUDA when a GPU is visible), cpu or cuda (default: auto)")
 
@@ -728,22 +735,27 @@ def listen(host: str, port: int):
 
 def cmd_serve(a) -> None:
     import uvicorn
-    from .server import Limits, create_app
-    for name in ("queue_size", "max_n", "max_steps", "max_upload_mb"):
+    from .server import HeadDeadlineProtocol, Limits, create_app
+    for name in ("queue_size", "max_n", "max_steps", "max_upload_mb", "body_timeout", "limit_concurrency",
+                 "timeout_keep_alive"):
         if getattr(a, name) <= 0:
             raise DiffuseError(f"--{name.replace('_', '-')} must be above 0")
     api_key = a.api_key or os.environ.get("DIFFUSE_API_KEY") or None
     if a.keep < 0 or a.keep_mb < 0:
         raise DiffuseError("--keep and --keep-mb must be 0 (no limit) or more")
     limits = Limits(n=a.max_n, steps=a.max_steps, upload_bytes=int(a.max_upload_mb * 2 ** 20), keep=a.keep,
-                    keep_bytes=int(a.keep_mb * 2 ** 20))
+                    keep_bytes=int(a.keep_mb * 2 ** 20), body_seconds=a.body_timeout)
     pipes = [load_pipeline(a, model=m) for m in serve_models(a.model)]
     app = create_app(pipes, output_dir=a.output_dir, api_key=api_key, queue_size=a.queue_size, limits=limits)
     sock = listen(a.host, a.port)
     if api_key is None and a.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {a.host} without an API key: anyone who can reach it can use it", file=sys.stderr)
     print(f"serving {', '.join(p.name for p in pipes)} on http://{a.host}:{a.port}/", file=sys.stderr)
-    uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    # Against hostile clients: beyond --limit-concurrency connections or requests a new request is
+    # answered 503 at once (uvicorn), and a connection that sends no complete request head within
+    # --timeout-keep-alive seconds is closed (HeadDeadlineProtocol; tests/test_hostile.py).
+    uvicorn.Server(uvicorn.Config(app, log_level="info", http=HeadDeadlineProtocol, limit_concurrency=a.limit_concurrency,
+                                  timeout_keep_alive=a.timeout_keep_alive)).run(sockets=[sock])
 
 
 COMMANDS = {"train": cmd_train, "data": cmd_data, "generate": cmd_generate, "img2img": cmd_img2img, "inpaint": cmd_inpaint,

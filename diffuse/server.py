@@ -46,6 +46,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .data import example_prompts, tensor_to_pil
@@ -77,6 +78,7 @@ class Limits:
     upload_pixels: int = 2048 * 2048    # per uploaded image, read from its header before decoding
     keep: int = 1000                    # images kept in the output folder, oldest removed first (0: no limit)
     keep_bytes: int = 0                 # bytes kept in the output folder, likewise (0: no limit)
+    body_seconds: float = 60.0          # a request's whole body must arrive within this (408 after)
 
     @property
     def body_bytes(self) -> int:
@@ -486,6 +488,33 @@ def api_error(e: Exception) -> ApiError:
 
 
 
+# ----------------------------------------------------------------------------- connections
+
+class HeadDeadlineProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with one more limit: a request's line and headers must arrive
+    within `timeout_keep_alive` seconds of the connection opening or of the previous response.
+    uvicorn arms its keep-alive timer only after a response and disarms it at the first byte, so
+    a connection that sends nothing, or a header a byte at a time (slowloris), was kept for ever;
+    `--limit-concurrency` such connections then shut every other client out with 503s."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_deadline()
+
+    def _arm_head_deadline(self) -> None:
+        self.loop.call_later(self.timeout_keep_alive, self._head_deadline, self.cycle)
+
+    def _head_deadline(self, cycle) -> None:
+        # A new request makes a new cycle; the same one means no request head came in time. One
+        # still being answered (a long stream) is not idle.
+        if self.cycle is cycle and (cycle is None or cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
+
+
 # ----------------------------------------------------------------------------- guard and routes
 
 class Guard:
@@ -494,8 +523,8 @@ class Guard:
 
     PUBLIC = re.compile(r"/|/static/[\w-]+\.(html|js|css)|/docs|/docs/files/[\w-]+\.(js|css)|/openapi\.json")
 
-    def __init__(self, app, api_key: str | None, max_body: int):
-        self.app, self.api_key, self.max_body = app, api_key, max_body
+    def __init__(self, app, api_key: str | None, max_body: int, body_seconds: float = 60.0):
+        self.app, self.api_key, self.max_body, self.body_seconds = app, api_key, max_body, body_seconds
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -518,12 +547,25 @@ class Guard:
         return ApiError(413, f"the request body is larger than {self.max_body} bytes", code="upload_too_large")
 
     def counting(self, receive):
-        seen = 0
+        """`receive` with the body's size counted and its time bounded: a client that sends a body
+        byte by byte (or stops) would otherwise hold its handler and buffer for ever. The clock
+        starts at the first read and stops when the body is complete; what comes after (a stream
+        waiting for the client to leave) may take as long as it likes."""
+        seen, deadline, complete = 0, None, False
 
         async def wrapped():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, deadline, complete
+            if complete:
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + self.body_seconds
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise ApiError(408, f"the request body did not arrive within {self.body_seconds:g} s",
+                               code="request_timeout") from None
             seen += len(message.get("body", b""))
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             if seen > self.max_body:
                 raise self.too_large()
             return message
@@ -577,7 +619,7 @@ def create_app(models: Model | list[Model], *, output_dir: str | Path, api_key: 
     app = FastAPI(title="diffuse", version=version(), description=API_DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.server = server
-    app.add_middleware(Guard, api_key=api_key or None, max_body=limits.body_bytes)
+    app.add_middleware(Guard, api_key=api_key or None, max_body=limits.body_bytes, body_seconds=limits.body_seconds)
     add_error_handlers(app)
     add_routes(app, server)
     add_docs(app, api_key=bool(api_key))
