@@ -96,8 +96,10 @@ class Queued(BaseModel):
 class StepEvent(BaseModel):
     index: int
     total: int
-    sigma: float = Field(description="the noise level reached")
+    sigma: float = Field(description="the noise level of the step's noisy image")
     preview: str = Field(description="the model's current guess of the clean image, as a data: URL (PNG)")
+    noisy: str = Field(description="the noisy image the step started from, scaled to the data's range "
+                                   "(EDM's c_in), as a data: URL (PNG)")
 
 
 class StreamImage(ImageData):

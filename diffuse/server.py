@@ -50,6 +50,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .data import example_prompts, tensor_to_pil
+from .explain import display
 from .editing import VARY_STRENGTH, has_transparency, open_image
 from . import openapi
 from .errors import DiffuseError
@@ -463,11 +464,17 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
 
 
 def step_event(step: Step) -> dict:
-    """A step for the stream: its index, noise level and a small picture of the current guess."""
-    preview = tensor_to_pil(step.denoised[0])
-    preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    return {"index": step.index, "total": step.total, "sigma": step.sigma,
-            "preview": "data:image/png;base64," + base64.b64encode(png_bytes(preview)).decode()}
+    """A step for the stream: its index, noise level, and small pictures of the noisy image it
+    started from and of the model's guess of the clean one (the web page's "how it formed")."""
+    return {"index": step.index, "total": step.total, "sigma": step.sigma, "preview": data_url(step.denoised[0]),
+            "noisy": data_url(display(step.x[0], step.sigma))}
+
+
+def data_url(x: "torch.Tensor") -> str:
+    """A [-1, 1] image as a PNG data: URL no larger than PREVIEW_SIDE."""
+    picture = tensor_to_pil(x)
+    picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    return "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode()
 
 
 def sse(event: str, data: dict) -> str:

@@ -9,6 +9,7 @@ import time
 
 import httpx
 import openai
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -140,6 +141,11 @@ def test_stream_reports_every_step_then_the_images(client):
     assert all(a["sigma"] > b["sigma"] for a, b in zip(steps, steps[1:]))
     preview = Image.open(io.BytesIO(base64.b64decode(steps[0]["preview"].split(",", 1)[1])))
     assert preview.size == (32, 32)
+    # the noisy image each step starts from: static at first (sigma 80), nearly the result at the end
+    noisy = [np.asarray(Image.open(io.BytesIO(base64.b64decode(s["noisy"].split(",", 1)[1]))), float) for s in steps]
+    guess = [np.asarray(Image.open(io.BytesIO(base64.b64decode(s["preview"].split(",", 1)[1]))), float) for s in steps]
+    gaps = [np.abs(n - g).mean() for n, g in zip(noisy, guess)]
+    assert noisy[0].shape == (32, 32, 3) and gaps[0] > 2 * gaps[-1]
     done = events[-1][1]["data"]
     assert done[0]["parameters"]["seed"] == events[0][1]["seed"] and done[1]["parameters"]["prompt"] == "a red circle"
 

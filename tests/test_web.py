@@ -168,3 +168,17 @@ def test_the_model_menu_switches_the_form_and_its_example_prompts(page):
     assert prompts[2] in card.inner_text() and "digits" in card.inner_text()
     assert card.locator("img").evaluate("img => img.naturalWidth") == 64  # drawn by the 64 px model
     assert page.is_visible("#preview") and page.is_hidden("#placeholder")
+
+
+def test_after_a_run_its_steps_can_be_scrubbed_through(page):
+    assert page.is_hidden("#formed")  # nothing to show before a run
+    generate(page, "a blue star", steps=5, seed=3, cards=1)
+    page.wait_for_selector("#formed", state="visible")
+    slider = page.locator("#formed-step")
+    assert slider.get_attribute("max") == "4" and slider.input_value() == "4"  # the last step first
+    assert "step 5 of 5" in page.inner_text("#formed-label")
+    last = (page.get_attribute("#formed-noisy", "src"), page.get_attribute("#formed-guess", "src"))
+    slider.fill("0")  # a range input takes fill(): it sets the value and fires input
+    assert "step 1 of 5, sigma 80.000" in page.inner_text("#formed-label")
+    first = (page.get_attribute("#formed-noisy", "src"), page.get_attribute("#formed-guess", "src"))
+    assert first[0] != last[0] and first[1] != last[1] and all(s.startswith("data:image/png") for s in first)

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { config: null, hasInit: false, hasMask: false, abort: null };
+const state = { config: null, hasInit: false, hasMask: false, abort: null, frames: [] };
 
 // ---------------------------------------------------------------- HTTP with the optional API key
 
@@ -108,6 +108,8 @@ async function stream(form, label) {
   const abort = new AbortController();
   state.abort = abort;
   $("error").textContent = "";
+  state.frames = [];
+  $("formed").hidden = true;
   $("stop").disabled = false;
   $("progress").textContent = `${label}: sending…`;
   try {
@@ -142,17 +144,41 @@ function handleEvent(text, label) {
   if (event === "queued") {
     $("progress").textContent = `${label}: queued (${body.waiting} waiting), seed ${body.seed}`;
   } else if (event === "step") {
+    state.frames.push(body);
     $("preview").src = body.preview;
     $("preview").hidden = false;
     $("placeholder").hidden = true;
     $("progress").textContent = `${label}: step ${body.index + 1}/${body.total}, sigma ${body.sigma.toFixed(3)}`;
   } else if (event === "done") {
     $("progress").textContent = `${label}: done.`;
+    showFormed();
     for (const item of body.data) addCard(item);
   } else if (event === "error") {
     $("error").textContent = body.error.message;
   }
 }
+
+// ---------------------------------------------------------------- how it formed
+
+// After a run, scrub through its steps: the noisy image x_t each step started from (scaled as the
+// network sees it) beside the model's guess of the clean image, as `diffuse explain denoise` draws.
+function showFormed() {
+  const frames = state.frames || [];
+  $("formed").hidden = frames.length === 0;
+  if (!frames.length) return;
+  $("formed-step").max = frames.length - 1;
+  $("formed-step").value = frames.length - 1;
+  showFrame();
+}
+
+function showFrame() {
+  const f = state.frames[Number($("formed-step").value)];
+  $("formed-noisy").src = f.noisy;
+  $("formed-guess").src = f.preview;
+  $("formed-label").textContent = `step ${f.index + 1} of ${f.total}, sigma ${f.sigma.toFixed(3)}`;
+}
+
+$("formed-step").addEventListener("input", showFrame);
 
 // ---------------------------------------------------------------- the gallery
 
