@@ -377,6 +377,7 @@ def _add_serve(sub):
                         "(default: 5)")
     p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help="auto (CUDA when a GPU is visible), cpu or cuda (default: auto)")
+    _add_credentials(p)
 
 
 def build_parser() -> Parser:
@@ -745,8 +746,10 @@ def cmd_serve(a) -> None:
         raise DiffuseError("--keep and --keep-mb must be 0 (no limit) or more")
     limits = Limits(n=a.max_n, steps=a.max_steps, upload_bytes=int(a.max_upload_mb * 2 ** 20), keep=a.keep,
                     keep_bytes=int(a.keep_mb * 2 ** 20), body_seconds=a.body_timeout)
+    credentials = signing_credentials(a)
     pipes = [load_pipeline(a, model=m) for m in serve_models(a.model)]
-    app = create_app(pipes, output_dir=a.output_dir, api_key=api_key, queue_size=a.queue_size, limits=limits)
+    app = create_app(pipes, output_dir=a.output_dir, api_key=api_key, queue_size=a.queue_size, limits=limits,
+                     credentials=credentials)
     sock = listen(a.host, a.port)
     if api_key is None and a.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {a.host} without an API key: anyone who can reach it can use it", file=sys.stderr)

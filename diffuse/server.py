@@ -284,7 +284,8 @@ class Server:
     """The state the routes share: the models (by name, the first the default), their one worker,
     the output folder and the limits."""
 
-    def __init__(self, pipes: list[Pipeline], output_dir: Path, limits: Limits, queue_size: int):
+    def __init__(self, pipes: list[Pipeline], output_dir: Path, limits: Limits, queue_size: int, credentials=None):
+        self.credentials = credentials  # content credentials every answered image is signed with (None: unsigned)
         self.pipes = by_name(pipes)
         self.default = pipes[0].name
         self.output_dir, self.limits = Path(output_dir), limits
@@ -389,7 +390,7 @@ class Server:
         """Keep an image in the output folder under a random id (with its PNG metadata)."""
         image_id = secrets.token_hex(16)
         path = self.output_dir / f"{image_id}.png"
-        save_png(image, path)
+        save_png(image, path, self.credentials)
         with self._pruning:
             prune_outputs(self.output_dir, self.limits.keep, self.limits.keep_bytes, spare=path)
         return image_id
@@ -399,7 +400,7 @@ class Server:
         data = []
         for img in images:
             if response_format == "b64_json":
-                item = {"b64_json": base64.b64encode(png_bytes(img)).decode()}
+                item = {"b64_json": base64.b64encode(png_bytes(img, self.credentials)).decode()}
             else:
                 image_id = self.save(img)
                 item = {"url": str(request.url_for("image_file", name=f"{image_id}.png"))}
@@ -611,13 +612,15 @@ Model = str | Path | Pipeline
 
 
 def create_app(models: Model | list[Model], *, output_dir: str | Path, api_key: str | None = None,
-               queue_size: int = 8, limits: Limits = Limits()) -> FastAPI:
+               queue_size: int = 8, limits: Limits = Limits(), credentials=None) -> FastAPI:
     """The server as an ASGI app (run it with uvicorn). `models` are checkpoint directories,
     bundled models' names or loaded Pipelines (one, or a list whose first is the default);
-    `queue_size` jobs may wait behind the running one before requests get 429."""
+    `queue_size` jobs may wait behind the running one before requests get 429. With
+    `credentials` (diffuse.credentials), every image answered, by url or b64_json, carries a signed
+    C2PA manifest; the step previews of the stream are pictures of work in progress and do not."""
     models = models if isinstance(models, (list, tuple)) else [models]
     pipes = [m if isinstance(m, Pipeline) else Pipeline.load(m) for m in models]
-    server = Server(pipes, Path(output_dir), limits, queue_size)
+    server = Server(pipes, Path(output_dir), limits, queue_size, credentials)
 
     async def lifespan(app):
         yield

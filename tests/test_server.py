@@ -466,3 +466,18 @@ def test_prune_outputs_by_bytes_spares_the_newest(tmp_path):
     assert sorted(p.name for p in prune_outputs(tmp_path, keep=0, keep_bytes=250)) == ["0.png", "1.png"]
     assert prune_outputs(tmp_path, keep=0, keep_bytes=10, spare=tmp_path / "3.png") == [tmp_path / "2.png"]
     assert [p.name for p in tmp_path.iterdir()] == ["3.png"] and prune_outputs(tmp_path, 0, 0) == []
+
+
+def test_with_credentials_every_answered_image_carries_a_valid_signed_claim(pipe, tmp_path):
+    import base64
+    from diffuse.credentials import TRAINED, load_credentials, read_claim
+    app = create_app(pipe, output_dir=tmp_path / "served", credentials=load_credentials())
+    with TestClient(app) as c:
+        b64 = c.post("/v1/images/generations", json={"prompt": "a red circle", "steps": 2, "seed": 4,
+                                                    "response_format": "b64_json"}).json()["data"][0]["b64_json"]
+        url = c.post("/v1/images/generations", json={"prompt": "a red circle", "steps": 2, "seed": 4}).json()["data"][0]["url"]
+        kept = c.get(url).content
+    for png in (base64.b64decode(b64), kept):
+        claim = read_claim(png)
+        assert claim.valid and TRAINED.endswith(claim.digital_source_type) and claim.parameters["seed"] == 4
+        assert claim.model_sha256 == pipe.config["weights_sha256"]
