@@ -93,6 +93,27 @@ class Queued(BaseModel):
     seed: int = Field(description="the seed of the first image (image k: seed + k)")
 
 
+class Recreate(BaseModel):
+    command: str | None = Field(description="the one diffuse command that makes the image again (shell-quoted)")
+    note: str | None = Field(description="what else it needs (an input image), or why there is none")
+
+
+class InspectReport(BaseModel):
+    """POST /v1/diffuse/inspect's answer: what `diffuse inspect --json` prints for a file."""
+    file: str
+    format: str | None
+    width: int
+    height: int
+    parameters: dict | None = Field(description="the generation parameters the image records")
+    parameters_from: str | None = Field(description="png text, or content credentials")
+    a1111_parameters: str | None = Field(description="AUTOMATIC1111's parameters text, if any")
+    recreate: Recreate | None
+    credentials: dict | None = Field(description="the C2PA claim: valid, trusted, generator, digital source type, "
+                                                  "model, model_sha256, parameters, signer, problems, what it proves")
+    watermark: None
+    watermark_note: str
+
+
 class StepEvent(BaseModel):
     index: int
     total: int

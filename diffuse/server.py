@@ -9,6 +9,8 @@
   POST /v1/images/variations   multipart: image, n, size, ... (prompt: the image's own, if it records one)
   POST /v1/diffuse/stream      JSON or form, the fields of the three above: server-sent events, one per
                                sampler step (index, sigma, preview), then the images with their parameters
+  POST /v1/diffuse/inspect     multipart: image; what it records (parameters, the command that makes it
+                               again, whether its content credentials are valid), as diffuse inspect --json
   GET  /v1/images/{id}.png     the images answered by url, kept in the output folder
   GET  /v1/models, /v1/diffuse/config, /healthz
   GET  /                       the web page (static files; the page asks for the API key itself)
@@ -45,6 +47,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -147,6 +150,12 @@ class VariationFields(EditFields):
     """POST /v1/images/variations: OpenAI sends no prompt; one may be given."""
 
     prompt: str | None = about("default: the prompt the image records, else none")
+
+
+class InspectFields(BaseModel):
+    """POST /v1/diffuse/inspect: the image file alone."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class StreamFields(VariationFields):
@@ -305,17 +314,22 @@ class Server:
 
     # --- requests
 
-    async def upload(self, files: dict[str, UploadFile], name: str, required: bool):
-        """An uploaded image, checked for bytes and pixels before it is decoded."""
+    async def upload_bytes(self, files: dict[str, UploadFile], name: str) -> bytes:
+        """A required upload's bytes, within the byte limit."""
         file = files.get(name)
         if file is None:
-            if required:
-                raise ApiError(400, f"{name}: an image file is required", param=name)
-            return None
+            raise ApiError(400, f"{name}: an image file is required", param=name)
         data = await file.read(self.limits.upload_bytes + 1)
         if len(data) > self.limits.upload_bytes:
             raise ApiError(413, f"{name}: larger than {self.limits.upload_bytes} bytes", param=name,
                            code="upload_too_large")
+        return data
+
+    async def upload(self, files: dict[str, UploadFile], name: str, required: bool):
+        """An uploaded image, checked for bytes and pixels before it is decoded."""
+        if files.get(name) is None and not required:
+            return None
+        data = await self.upload_bytes(files, name)
         try:
             return open_image(io.BytesIO(data), name, self.limits.upload_pixels)
         except DiffuseError as e:
@@ -738,6 +752,21 @@ def add_routes(app: FastAPI, server: Server) -> None:
         image = await server.upload(files, "image", True)
         images = await server.run(request, server.job(f, image, vary=True))
         return server.answer(request, images, f.response_format)
+
+    @app.post("/v1/diffuse/inspect", operation_id="inspectImage",
+              responses={200: {"model": openapi.InspectReport, "description": "what the image records"},
+                         **openapi.errors(400, 413)},
+              summary="What an image records: its parameters, the command that makes it again, and whether its "
+                      "content credentials (C2PA) are valid", openapi_extra=openapi.request_body(form=form(InspectFields, image=True)))
+    async def inspect(request: Request):
+        from .provenance import inspect_bytes
+        fields, files = await read_form(request, ("image",))
+        parse_fields(InspectFields, fields, strict=False)
+        data = await server.upload_bytes(files, "image")
+        try:  # C2PA validation is CPU work: off the event loop
+            return await run_in_threadpool(inspect_bytes, data, files["image"].filename or "image")
+        except DiffuseError as e:
+            raise ApiError(400, str(e), param="image") from None
 
     @app.post("/v1/diffuse/stream", operation_id="streamImages", response_class=StreamingResponse,
               summary="Any of the three, with a server-sent event per sampler step", description=openapi.STREAM_TEXT,

@@ -481,3 +481,24 @@ def test_with_credentials_every_answered_image_carries_a_valid_signed_claim(pipe
         claim = read_claim(png)
         assert claim.valid and TRAINED.endswith(claim.digital_source_type) and claim.parameters["seed"] == 4
         assert claim.model_sha256 == pipe.config["weights_sha256"]
+
+
+def test_inspect_reports_what_an_uploaded_image_records(pipe, tmp_path):
+    import base64
+    from diffuse.credentials import load_credentials
+    app = create_app(pipe, output_dir=tmp_path / "served", credentials=load_credentials())
+    with TestClient(app) as c:
+        png = base64.b64decode(c.post("/v1/images/generations", json={"prompt": "a red circle", "steps": 2, "seed": 9,
+                                                                      "response_format": "b64_json"}).json()["data"][0]["b64_json"])
+        report = c.post("/v1/diffuse/inspect", files={"image": ("made.png", png, "image/png")}).json()
+        assert report["file"] == "made.png" and report["parameters"]["seed"] == 9
+        assert report["recreate"]["command"].startswith("diffuse generate 'a red circle' ")
+        assert report["credentials"]["valid"] and report["credentials"]["model_sha256"] == pipe.config["weights_sha256"]
+        plain = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(plain, "PNG")
+        bare = c.post("/v1/diffuse/inspect", files={"image": ("photo.png", plain.getvalue(), "image/png")}).json()
+        assert bare["parameters"] is None and bare["credentials"] is None
+        bad = c.post("/v1/diffuse/inspect", files={"image": ("x.png", b"not an image", "image/png")})
+        assert bad.status_code == 400 and "is not an image" in bad.json()["error"]["message"]
+        assert c.post("/v1/diffuse/inspect", data={"prompt": "x"}).status_code == 400
+        assert "/v1/diffuse/inspect" in c.get("/openapi.json").json()["paths"]
