@@ -182,3 +182,20 @@ def test_after_a_run_its_steps_can_be_scrubbed_through(page):
     assert "step 1 of 5, sigma 80.000" in page.inner_text("#formed-label")
     first = (page.get_attribute("#formed-noisy", "src"), page.get_attribute("#formed-guess", "src"))
     assert first[0] != last[0] and first[1] != last[1] and all(s.startswith("data:image/png") for s in first)
+
+
+def test_an_uploaded_image_says_who_made_it(page, tiny_model_dir, tmp_path):
+    from diffuse.credentials import load_credentials
+    from diffuse.pipeline import save_png
+    made = tmp_path / "made.png"
+    image, = Pipeline.load(tiny_model_dir)("a red circle", seed=12, steps=2)
+    save_png(image, made, load_credentials())
+    page.set_input_files("#init-file", str(made))
+    page.wait_for_function("document.getElementById('made-by').textContent.includes('Recorded')")
+    text = page.inner_text("#made-by")
+    assert "valid: unchanged since it was signed" in text and "seed 12" in text and "diffuse generate" in text
+    plain = tmp_path / "photo.png"
+    Image.new("RGB", (20, 20), (90, 90, 200)).save(plain)
+    page.set_input_files("#init-file", str(plain))
+    page.wait_for_function("document.getElementById('made-by').textContent.includes('No diffuse parameters')")
+    assert "No content credentials." in page.inner_text("#made-by")

@@ -239,6 +239,41 @@ function loadImage(src) {
   });
 }
 
+// "Made by": what an uploaded image says about where it came from (POST /v1/diffuse/inspect):
+// the parameters it records and whether its content credentials (C2PA) hold.
+async function madeBy(file) {
+  const panel = $("made-by"), form = new FormData();
+  form.append("image", file, file.name);
+  panel.hidden = false;
+  panel.textContent = "Reading what the image records…";
+  try {
+    const report = await (await api("/v1/diffuse/inspect", { method: "POST", body: form })).json();
+    panel.textContent = describeOrigin(report);
+  } catch (e) {
+    panel.textContent = `Could not read it: ${e.message}`;
+  }
+}
+
+function describeOrigin(r) {
+  const lines = [];
+  const c = r.credentials;
+  if (c) {
+    const verdict = c.valid ? "valid: unchanged since it was signed" : `not valid (${(c.problems || []).join("; ") || "changed after signing"})`;
+    lines.push(`Content credentials: ${c.meaning || c.digital_source_type || "present"}; signed by ${c.signer || "unknown"}; ${verdict}.`);
+    if (c.model) lines.push(`Model: ${c.model}${c.model_sha256 ? " (weights " + c.model_sha256.slice(0, 12) + "…)" : ""}.`);
+  } else {
+    lines.push("No content credentials.");
+  }
+  if (r.parameters) {
+    const p = r.parameters;
+    lines.push(`Recorded: “${p.prompt ?? ""}”, seed ${p.seed}, ${p.steps} steps, model ${p.model}.`);
+    if (r.recreate && r.recreate.command) lines.push(`Make it again: ${r.recreate.command}`);
+  } else {
+    lines.push("No diffuse parameters: not made by diffuse, or its metadata was removed.");
+  }
+  return lines.join("\n");
+}
+
 // The image is drawn at the chosen output size, so any upload becomes a size the model makes.
 function setInit(img) {
   const [w, h] = sizeWH();
@@ -251,6 +286,7 @@ function setInit(img) {
 function clearInit() {
   state.init = null; state.hasInit = false; state.hasMask = false;
   $("init-box").hidden = true;
+  $("made-by").hidden = true;
   $("init-file").value = "";
 }
 
@@ -296,6 +332,7 @@ function start() {
     const file = $("init-file").files[0];
     if (!file) return;
     try { setInit(await loadImage(URL.createObjectURL(file))); } catch (e) { $("error").textContent = e.message; }
+    madeBy(file);
   });
   $("size").addEventListener("change", () => { if (state.hasInit) setInit(state.init); });
   $("model").addEventListener("change", chooseModel);
