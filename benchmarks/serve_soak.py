@@ -19,7 +19,7 @@ end it writes samples.jsonl, soak.png (the four lines over time) and a Markdown 
 action and status (a 5xx is a bug; a bad request must get a 4xx), and each resource's first and
 last third (after a warm-up of two samples) with the verdict "flat" when the last third's median
 is within the tolerance of the first third's (RSS 10%, descriptors and threads +-5, folder at or
-under its limit). Every setting the table depends on is pinned here or printed with it.
+under its limit plus one image per client being written at that instant). Every setting the table depends on is pinned here or printed with it.
 """
 
 import argparse
@@ -160,16 +160,19 @@ def sample(pid: int, out: Path, t0: float) -> dict:
             "folder_mib": round(size / 2 ** 20, 3)}
 
 
-def verdicts(samples: list[dict]) -> list[tuple[str, float, float, bool]]:
-    """(resource, first third's median, last third's median, flat?) after two warm-up samples."""
+def verdicts(samples: list[dict], in_flight: int = 0) -> list[tuple[str, float, float, bool]]:
+    """(resource, first third's median, last third's median, flat?) after two warm-up samples. The
+    folder may hold `in_flight` images over its limit at an instant: each answer is written first
+    and the oldest removed just after (the 30-minute run of 2026-12-04 caught 201 once)."""
     body = samples[2:] if len(samples) > 5 else samples
     k = max(1, len(body) // 3)
     first, last = body[:k], body[-k:]
     rows = []
     for key, ok in (("rss_mib", lambda a, b: b <= a * 1.10), ("fds", lambda a, b: abs(b - a) <= 5),
-                    ("threads", lambda a, b: abs(b - a) <= 5), ("folder_files", lambda a, b: b <= KEEP)):
+                    ("threads", lambda a, b: abs(b - a) <= 5), ("folder_files", lambda a, b: b <= KEEP + in_flight)):
         a, b = statistics.median(s[key] for s in first), statistics.median(s[key] for s in last)
-        rows.append((key, a, b, ok(a, b) and all(s[key] <= KEEP for s in body) if key == "folder_files" else ok(a, b)))
+        within = all(s[key] <= KEEP + in_flight for s in body) if key == "folder_files" else True
+        rows.append((key, a, b, ok(a, b) and within))
     return rows
 
 
@@ -237,7 +240,7 @@ def main() -> None:
     bad_ok = all(isinstance(s, int) and 400 <= s < 500 for (act_, s) in counts if act_.startswith("bad:"))
     print(f"\n5xx answers: {fives}; every bad request got a 4xx: {bad_ok}; requests in all: {sum(counts.values())}\n")
     print("| resource | first third (median) | last third (median) | flat |\n| --- | --- | --- | --- |")
-    for key, first, last, flat in verdicts(samples):
+    for key, first, last, flat in verdicts(samples, in_flight=a.clients):
         print(f"| {key} | {first:g} | {last:g} | {'yes' if flat else 'NO'} |")
     print(f"\nsamples: {run / 'samples.jsonl'}; plot: {run / 'soak.png'}")
 
