@@ -64,20 +64,6 @@ def preset(name: str, image_size: int = 32) -> UNetConfig:
     return cfg
 
 
-class Pointwise(nn.Conv2d):
-    """A 1x1 convolution computed as the matrix product it is (F.linear over the channels). On the
-    CPU PyTorch sends 1x1 convolutions to its slow reference kernel (thnn_conv2d), not oneDNN: in
-    a training step of the small preset they took 7% of the time (benchmarks/profile_step.py).
-    The parameters are a Conv2d's, so checkpoints are unchanged."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__(cin, cout, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)  # [B, H, W, C]: channels last
-        return y.permute(0, 3, 1, 2)
-
-
 def norm(ch: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, ch // 4), ch)
 
@@ -109,7 +95,7 @@ class ResBlock(nn.Module):
         self.emb = nn.Linear(emb_dim, 2 * cout)
         self.norm2, self.conv2 = norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
-        self.skip = Pointwise(cin, cout) if cin != cout else nn.Identity()
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (ADM)
         nn.init.zeros_(self.conv2.bias)
 
@@ -126,8 +112,8 @@ class AttnBlock(nn.Module):
     def __init__(self, ch: int, text_width: int, head_channels: int):
         super().__init__()
         self.heads = max(1, ch // head_channels)
-        self.norm1, self.qkv, self.proj1 = norm(ch), Pointwise(ch, 3 * ch), Pointwise(ch, ch)
-        self.norm2, self.q, self.proj2 = norm(ch), Pointwise(ch, ch), Pointwise(ch, ch)
+        self.norm1, self.qkv, self.proj1 = norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
+        self.norm2, self.q, self.proj2 = norm(ch), nn.Conv2d(ch, ch, 1), nn.Conv2d(ch, ch, 1)
         self.kv = nn.Linear(text_width, 2 * ch)
         for p in (self.proj1, self.proj2):
             nn.init.zeros_(p.weight)
