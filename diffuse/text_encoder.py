@@ -11,8 +11,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .networks import attention
 
 PAD, UNK, BOS = "<pad>", "<unk>", "<bos>"
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
@@ -108,7 +109,7 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        attn = attention(q, k, v, mask[:, None, None, :])
         x = x + self.proj(attn.transpose(1, 2).reshape(b, t, c))
         return x + self.mlp(self.ln2(x))
 

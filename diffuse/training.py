@@ -247,10 +247,12 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
 
 
 def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
-    """bf16 autocast only when asked for. `auto` is fp32 everywhere (TF32 tensor cores on CUDA):
-    on this CPU bf16 measured 7-15x slower, and on an H200 at batch 256 it was no faster for the
-    tiny, small and medium presets (only large gained 17%) and one bf16 run's gradient became
-    nan where fp32 passed the same batch (benchmarks/RESULTS.md, "On one H200 GPU")."""
+    """bf16 autocast only when asked for. `auto` is fp32 everywhere (TF32 tensor cores on CUDA): on
+    an H200 at batch 256 bf16 was no faster for the tiny, small and medium presets (only large
+    gained 17%) and one bf16 run's gradient became nan where fp32 passed the same batch; on this
+    CPU bf16 (with attention and group norm kept in fp32) trains 1.4x as many images/s, but its
+    time to quality is not measured yet (benchmarks/RESULTS.md, "On one H200 GPU" and "bf16 on
+    this CPU")."""
     if precision == "bf16":
         return torch.bfloat16
     return None

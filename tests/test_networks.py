@@ -75,3 +75,26 @@ def test_coords_enter_the_first_convolution_as_two_more_channels():
     # ... and the coordinates, once weighted, tell the network where each pixel is
     coords.denoiser.net.conv_in.weight.data[:, -2:] = torch.randn_like(w[:, :2]) * 0.05
     assert (coords(x, sigma, cond) - plain(x, sigma, cond)).abs().max() > 1e-3
+
+
+def test_under_cpu_bf16_autocast_attention_and_group_norm_run_in_fp32():
+    """They fall off the fast path in bf16 on the CPU (benchmarks/profile_step.py); convolutions do not."""
+    from diffuse.networks import GroupNorm, attention
+    x = torch.randn(2, 8, 4, 4)
+    gn = GroupNorm(2, 8)
+    q = k = v = torch.randn(2, 2, 5, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gn(x).dtype == torch.float32 and attention(q, k, v).dtype == torch.float32
+        assert torch.nn.functional.conv2d(x, torch.randn(3, 8, 1, 1)).dtype == torch.bfloat16
+    assert torch.allclose(gn(x), torch.nn.functional.group_norm(x, 2, gn.weight, gn.bias))
+    assert torch.allclose(attention(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v))
+
+
+def test_a_bf16_training_step_on_the_cpu_lowers_the_loss(tmp_path):
+    from conftest import tiny_config
+    from diffuse.training import Trainer
+    trainer = Trainer(tiny_config(tmp_path / "run", steps=30, precision="bf16", log_every=5))
+    trainer.run()
+    losses = [r["loss"] for r in map(__import__("json").loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+              if "loss" in r and "event" not in r]
+    assert losses[-1] < losses[0]
