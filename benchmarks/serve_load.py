@@ -42,12 +42,15 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def start_server(model: str, port: int, queue_size: int, out: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "diffuse", "serve", "--model", model, "--port", str(port), "--output-dir", out,
-           "--queue-size", str(queue_size)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+def start_server(model: str, port: int, queue_size: int, out: str, *extra: str, stderr=subprocess.DEVNULL,
+                 seconds: float = 120) -> subprocess.Popen:
+    """`diffuse serve` as its own process with `extra` flags, once /healthz answers (serve_soak.py
+    and tests/test_hostile.py start theirs here too)."""
+    cmd = [sys.executable, "-m", "diffuse", "serve", "--model", model, "--port", str(port), "--output-dir", str(out),
+           "--queue-size", str(queue_size), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc

@@ -30,7 +30,6 @@ import platform
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -41,7 +40,7 @@ import httpx
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_load import free_port, rss_mib  # noqa: E402  (one reader of /proc and one port picker)
+from serve_load import free_port, rss_mib, start_server  # noqa: E402  (one starter, /proc reader, port picker)
 
 KEEP = 200          # the output folder's limit in images (diffuse serve --keep)
 QUEUE = 8           # jobs waiting behind the running one before 429
@@ -51,21 +50,6 @@ PROMPTS = ["a red circle on a white background", "a large blue square on a black
 MIX = {"generate": 30, "edit": 12, "inpaint": 8, "variation": 8, "stream": 12, "stream_left": 10, "long_prompt": 2,
        **{f"bad:{k}": 3 for k in ("broken_json", "wrong_types", "huge_numbers", "broken_image", "unknown_model",
                                   "path_escape", "bad_size_seed")}}
-
-
-def start_server(model: str, port: int, out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "diffuse", "serve", "--model", model, "--port", str(port), "--output-dir", str(out),
-           "--queue-size", str(QUEUE), "--keep", str(KEEP)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(out.parent / "server.log", "w"))
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("the server did not start (see server.log)")
 
 
 def png_bytes(rng: random.Random, mask: bool = False) -> bytes:
@@ -206,7 +190,8 @@ def main() -> None:
     images = run / "images"
     shutil.rmtree(images, ignore_errors=True)  # the folder's size is measured: start it empty
     port = free_port()
-    proc = start_server(a.model, port, images)
+    proc = start_server(a.model, port, QUEUE, images, "--keep", str(KEEP), stderr=open(run / "server.log", "w"),
+                        seconds=180)
     t0 = time.monotonic()
     deadline = t0 + a.minutes * 60
     counts, lock = Counter(), threading.Lock()

@@ -220,13 +220,15 @@ def make_local_chain(years: int = 10) -> tuple[bytes, bytes]:
     return signer.public_bytes(pem) + root.public_bytes(pem), key_pem
 
 
-def read_bytes(path: str | Path, what: str) -> bytes:
+def read_bytes(path: str | Path, what: str = "") -> bytes:
+    """A file's bytes; a missing or unreadable one is a one-line error naming it (as `what`, if given)."""
+    name = f"{what} {str(path)!r}" if what else repr(str(path))
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise DiffuseError(f"{what} {str(path)!r} does not exist") from None
+        raise DiffuseError(f"{name} does not exist") from None
     except OSError as e:
-        raise DiffuseError(f"cannot read {what} {str(path)!r} ({e.strerror or e})") from None
+        raise DiffuseError(f"cannot read {name} ({e.strerror or e})") from None
 
 
 def load_chain(cert_pem: bytes, where: str) -> list:

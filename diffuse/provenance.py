@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from .credentials import (COMPOSITE_SYNTHETIC, COMPOSITE_TRAINED, TRAINED, WHAT_IT_PROVES, Claim, local_anchor,
-                          read_claim)
+                          read_bytes, read_claim)
 from .errors import DiffuseError
 
 WATERMARK_NOTE = "not read: diffuse's invisible watermark and its reader come with a later change"
@@ -31,7 +31,7 @@ INPUT, MASK = "INPUT.png", "MASK.png"  # what the re-create command calls the fi
 def inspect_image(path: str | Path) -> dict:
     """Everything diffuse can read of an image file, as a JSON-ready dict; a file that is missing
     or not an image is a DiffuseError."""
-    return inspect_bytes(read_image_bytes(path), str(path))
+    return inspect_bytes(read_bytes(path), str(path))
 
 
 def inspect_bytes(data: bytes, name: str) -> dict:
@@ -51,15 +51,6 @@ def inspect_bytes(data: bytes, name: str) -> dict:
             "recreate": recreate(params) if params is not None else None,
             "credentials": claim_report(claim) if claim is not None else None,
             "watermark": None, "watermark_note": WATERMARK_NOTE}
-
-
-def read_image_bytes(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DiffuseError(f"{str(path)!r} does not exist") from None
-    except OSError as e:
-        raise DiffuseError(f"cannot read {str(path)!r} ({e.strerror or e})") from None
 
 
 def recorded_parameters(text: dict) -> dict | None:

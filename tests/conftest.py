@@ -123,3 +123,17 @@ class HeldPipeline(Pipeline):
             assert self.gate.wait(timeout=60), "a test left the gate closed"
             time.sleep(self.delay)
         return super().generate(request, held)
+
+
+def installed_styles() -> list[str]:
+    """The emoji styles whose source (package or font) is installed here."""
+    from diffuse import emoji
+    from diffuse.errors import DataError
+    found = []
+    for name in emoji.STYLES:
+        try:
+            emoji.STYLE_CLASSES[name]()
+            found.append(name)
+        except DataError:
+            pass
+    return found

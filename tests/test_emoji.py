@@ -14,19 +14,9 @@ from diffuse import emoji
 from diffuse.cli import main
 from diffuse.data import load_dataset, load_image_folder
 from diffuse.errors import DataError
+from conftest import installed_styles
 
 HANDFUL = ("taxi", "cat face", "red apple", "woman firefighter: medium skin tone", "snowman")
-
-
-def installed_styles() -> list[str]:
-    found = []
-    for name in emoji.STYLES:
-        try:
-            emoji.STYLE_CLASSES[name]()
-            found.append(name)
-        except DataError:
-            pass
-    return found
 
 
 STYLES = installed_styles()

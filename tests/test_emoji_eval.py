@@ -10,25 +10,15 @@ import pytest
 import torch
 
 from diffuse import emoji, emoji_eval
-from diffuse.errors import DataError, DiffuseError
+from diffuse.errors import DiffuseError
 from diffuse.evaluation import features, format_table, model_task
+from conftest import installed_styles
 
 # Concepts of many kinds, one with skin tones (six pictures per style, one pair).
 CONCEPTS = ("taxi", "cat face", "red apple", "snowman", "umbrella", "dog face", "pizza", "rocket", "house",
             "sun", "deciduous tree", "banana", "bicycle", "guitar", "soccer ball", "fire", "ghost", "robot",
             "cactus", "anchor", "light bulb", "key", "crown", "rainbow", "woman firefighter")
 SMALL_READER = dict(width=12, features=48, steps=400, batch=32, lr=3e-3, all_steps=200, all_lr=1e-3, seed=0)
-
-
-def installed_styles() -> list[str]:
-    found = []
-    for name in emoji.STYLES:
-        try:
-            emoji.STYLE_CLASSES[name]()
-            found.append(name)
-        except DataError:
-            pass
-    return found
 
 
 STYLES = installed_styles()

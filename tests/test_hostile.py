@@ -4,7 +4,6 @@ connections than the limit. None may block other clients or grow the server's me
 
 import json
 import socket
-import subprocess
 import sys
 import time
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "benchmarks"))
-from serve_load import free_port, rss_mib  # noqa: E402
+from serve_load import free_port, rss_mib, start_server  # noqa: E402
 
 LIMIT, KEEP_ALIVE, BODY = 24, 2, 3
 
@@ -20,20 +19,9 @@ LIMIT, KEEP_ALIVE, BODY = 24, 2, 3
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "diffuse", "serve", "--model", str(tiny_model_dir), "--port", str(port),
-                             "--output-dir", str(tmp_path_factory.mktemp("served")), "--limit-concurrency", str(LIMIT),
-                             "--timeout-keep-alive", str(KEEP_ALIVE), "--body-timeout", str(BODY)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
-            time.sleep(0.2)
-    yield base, port, proc
+    proc = start_server(str(tiny_model_dir), port, 8, tmp_path_factory.mktemp("served"), "--limit-concurrency", str(LIMIT),
+                        "--timeout-keep-alive", str(KEEP_ALIVE), "--body-timeout", str(BODY))
+    yield f"http://127.0.0.1:{port}", port, proc
     proc.terminate()
     proc.wait(timeout=30)
 
