@@ -3,6 +3,7 @@
     .venv/bin/pip install diffusers            # only this benchmark needs it
     .venv/bin/python benchmarks/time_to_quality.py [--budgets 5 10 20 60] [--systems before defaults diffusers]
                                                    [--per-prompt 2] [--guidance 2] [--out runs/time_to_quality]
+                                                   [--continue]
 
 Every system trains from scratch on `shapes` (20,000 draws, seed 0, the held-out pairs left out,
 as `diffuse train` by default), one system at a time (the cores are shared), and is scored after
@@ -28,7 +29,8 @@ and written to results.json), so a row reruns as it ran whatever the defaults be
   2e-3 after 50 warm-up steps, batch 16, no gradient clipping, EMA half-life 2 kimg, P_mean -0.4);
 - defaults: whatever TrainConfig's defaults are when the script runs (the printout says which);
 - the CANDIDATES below: recipes.BEFORE_ISSUE_23 with named changes; add one there to try it.
-All run on the CPU in fp32 (the CPU's `--precision auto`), without torch.compile.
+All run on the CPU without torch.compile, in fp32 (the CPU's `--precision auto`) unless the arm names
+bf16 (autocast, attention and group norm in fp32: networks.attention, networks.GroupNorm).
 
 diffusers, as its pixel-space training from scratch is written in diffusers' unconditional
 example (examples/unconditional_image_generation/train_unconditional.py): DDPMScheduler with
@@ -49,7 +51,11 @@ for the cross-attention states, and 10% empty captions so guidance has an uncond
 Sampled with DPMSolverMultistepScheduler (DPM-Solver++ 2M), 20 steps, the same guidance and the
 same noise seeds as the diffuse side.
 
-Run it with nothing else working: every clock is the wall clock.
+Run it with nothing else working: every clock is the wall clock. A run longer than a session
+(before and defaults to 60 minutes take about 2 hours 10 minutes) goes on in the next with
+--continue and the same arguments: each diffuse arm resumes from the checkpoint of its last
+finished budget and the rows already made are kept. An arm stopped in the middle of a budget
+left a checkpoint that no budget accounts for: it is refused, and must be run again.
 """
 
 import argparse
@@ -84,9 +90,14 @@ DIFFUSE_MACHINE = dict(device="cpu", precision="fp32", compile=False, progress=F
 # What an arm pins: every recipe setting of a run, less the data (DATA) and the step target.
 RECIPE_FIELDS = tuple(k for k in RUN_RECIPE if k not in ("data", "seed", "data_size", "holdout", "steps"))
 
-# name: changes to recipes.BEFORE_ISSUE_23 (so a candidate stays what it was when defaults change)
+# name: changes to recipes.BEFORE_ISSUE_23 (so a candidate stays what it was when defaults change);
+# "precision" is the one machine setting an arm may change (bf16 autocast on the CPU, issue 23 lever 1).
+RSQRT = dict(lr_schedule="rsqrt", lr_ref_steps=2000)  # the default since 2026-12-04
 CANDIDATES = {
-    "clip-rsqrt": dict(clip_grad=1.0, lr_schedule="rsqrt", lr_ref_steps=2000),
+    "clip-rsqrt": dict(clip_grad=1.0, **RSQRT),
+    "rsqrt-bf16": dict(precision="bf16", **RSQRT),
+    # Twice the batch, as many images per lr phase (ref 1,000 steps of 32 = 2,000 of 16); same peak lr.
+    "rsqrt-bf16-b32": dict(precision="bf16", batch_size=32, lr_schedule="rsqrt", lr_ref_steps=1000, warmup_steps=25),
 }
 
 DIFFUSERS_SETUP = (
@@ -109,11 +120,16 @@ def train_defaults() -> dict:
     return {f.name: f.default for f in fields(TrainConfig) if f.name in RECIPE_FIELDS}
 
 
+def arm_machine(name: str) -> dict:
+    """Where and how an arm runs: DIFFUSE_MACHINE, with the arm's precision if it sets one."""
+    return {**DIFFUSE_MACHINE, **{k: v for k, v in CANDIDATES.get(name, {}).items() if k == "precision"}}
+
+
 def arm_recipe(name: str) -> dict:
     """The full recipe of a diffuse arm; every setting given, none left to a default."""
     recipe = {"before": BEFORE_ISSUE_23, "defaults": train_defaults()}.get(name)
     if recipe is None:
-        recipe = {**BEFORE_ISSUE_23, **CANDIDATES[name]}
+        recipe = {**BEFORE_ISSUE_23, **{k: v for k, v in CANDIDATES[name].items() if k != "precision"}}
     missing = [k for k in RECIPE_FIELDS if k not in recipe]
     if missing:
         raise DiffuseError(f"arm {name!r} does not pin {', '.join(missing)}")
@@ -129,28 +145,53 @@ def flops_per_image(fn) -> float:
 
 # ----------------------------------------------------------------------------- diffuse
 
+TRAINED = "trained_to.json"  # an arm's marker: the last budget whose training finished
+
+
 def run_diffuse(name: str, recipe: dict, out: Path, budgets: list[float], per_prompt: int, guidance: float,
-                record) -> None:
+                record, done: set = frozenset()) -> None:
+    """Train the arm budget by budget and score it after each; budgets in `done` (rows of an
+    earlier invocation, --continue) are skipped, and a budget whose training finished but whose
+    row is missing is only scored."""
     charged = 0.0  # seconds on this arm's clock
-    for i, b in enumerate(budgets):
+    machine = arm_machine(name)
+    marker = out / TRAINED
+    mark = json.loads(marker.read_text()) if marker.exists() else {"minutes": 0.0, "steps": 0}
+    trained_to = mark["minutes"]
+    for b in budgets:
+        if b in done:
+            charged = b * 60
+            continue
         t0 = time.monotonic()
-        if i == 0:
-            trainer = Trainer(TrainConfig(data="shapes", out=str(out), minutes=b, **DATA, **DIFFUSE_MACHINE, **recipe))
-            charged = setup = time.monotonic() - t0  # data drawing, networks, optimizer, EMA
-        else:  # as `diffuse train --resume --minutes M`; not charged: only the benchmark's pause makes it
-            cfg = resume_config(out, "shapes", minutes=b, **DIFFUSE_MACHINE)
-            if {k: getattr(cfg, k) for k in RECIPE_FIELDS} != recipe:
-                raise DiffuseError(f"--resume did not keep {name}'s recipe")
-            trainer, setup = Trainer(cfg), None
-        left = b * 60 - charged
-        if left <= 0:
-            print(f"warning: {name}'s setup took {charged:.0f} s, more than the {b:g}-minute budget", flush=True)
-        trainer.cfg = replace(trainer.cfg, minutes=max(left, 0.01) / 60)  # run() sets its deadline from this
-        trainer.run()
+        setup = None
+        if b > trained_to:
+            if not (out / CONFIG_FILE).exists():
+                trainer = Trainer(TrainConfig(data="shapes", out=str(out), minutes=b, **DATA, **machine, **recipe))
+                charged = setup = time.monotonic() - t0  # data drawing, networks, optimizer, EMA
+            else:  # as `diffuse train --resume --minutes M`; not charged: only the benchmark's pause makes it
+                steps = json.loads((out / CONFIG_FILE).read_text())["training"]["steps"]
+                if steps != mark["steps"]:  # a stop mid-budget saved a checkpoint the clock cannot account for
+                    raise DiffuseError(f"{out} holds a checkpoint at step {steps}, not at the end of a budget "
+                                       f"(step {mark['steps']}): remove it to run {name} again")
+                cfg = resume_config(out, "shapes", minutes=b, **machine)
+                if {k: getattr(cfg, k) for k in RECIPE_FIELDS} != recipe:
+                    raise DiffuseError(f"--resume did not keep {name}'s recipe")
+                trainer = Trainer(cfg)
+            left = b * 60 - charged
+            if left <= 0:
+                print(f"warning: {name}'s setup took {charged:.0f} s, more than the {b:g}-minute budget", flush=True)
+            trainer.cfg = replace(trainer.cfg, minutes=max(left, 0.01) / 60)  # run() sets its deadline from this
+            trainer.run()
+            images, steps = trainer.images_seen, trainer.step
+            mark = {"minutes": b, "steps": steps}
+            marker.write_text(json.dumps(mark) + "\n")
+        else:  # trained by an earlier invocation that stopped before scoring it
+            training = json.loads((out / CONFIG_FILE).read_text())["training"]
+            images, steps = training["images_seen"], training["steps"]
         charged = b * 60
-        pipe = Pipeline.load(out)
+        pipe = Pipeline.load(out, watermark=False)  # unmarked, as its tables were made (before the start-noise watermark)
         r = evaluate_images(lambda prompts, n, seed: sample_diffuse(pipe, prompts, n, seed, guidance), per_prompt)
-        record(name, b, r, trainer.images_seen, trainer.step, setup)
+        record(name, b, r, images, steps, setup)
 
 
 def sample_diffuse(pipe: Pipeline, prompts: list[str], n: int, seed: int, guidance: float = GUIDANCE,
@@ -310,24 +351,34 @@ def main():
     ap.add_argument("--out", default="runs/time_to_quality")
     ap.add_argument("--per-prompt", type=int, default=2)
     ap.add_argument("--guidance", type=float, default=GUIDANCE, help="both sides (default: %(default)s)")
+    ap.add_argument("--continue", dest="resume", action="store_true",
+                    help="go on with the diffuse arms of an earlier invocation with the same --out (a session that "
+                         "ended mid-run): the rows in its results.json are kept, each arm resumes from its checkpoint")
     a = ap.parse_args()
     if any(b <= 0 for b in a.budgets) or a.budgets != sorted(set(a.budgets)):
         raise SystemExit("--budgets must be positive and increasing (cumulative minutes)")
     out = Path(a.out)
     diffuse_arms = [s for s in a.systems if s != "diffusers"]
     taken = [str(out / s) for s in diffuse_arms if (out / s / CONFIG_FILE).exists()]
-    if taken:
+    if a.resume and "diffusers" in a.systems:
+        raise SystemExit("--continue goes on with diffuse arms only: diffusers keeps its model in memory")
+    if taken and not a.resume:
         raise SystemExit(f"{', '.join(taken)} already hold a checkpoint: choose another --out or remove them")
     out.mkdir(parents=True, exist_ok=True)
 
     recipes = {name: arm_recipe(name) for name in diffuse_arms}
     for name, recipe in recipes.items():
-        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in recipe.items()))
+        print(f"{name} ({arm_machine(name)['precision']}): " + ", ".join(f"{k} {v}" for k, v in recipe.items()))
     if "before" in recipes and "defaults" in recipes and recipes["before"] == recipes["defaults"]:
         print("note: the defaults of `diffuse train` are still the pre-issue-23 recipe")
+    earlier = json.loads((out / "results.json").read_text()) if a.resume and (out / "results.json").exists() else None
+    if earlier and (earlier["per_prompt"], earlier["guidance"]) != (a.per_prompt, a.guidance):
+        raise SystemExit("--continue needs the earlier invocation's --per-prompt and --guidance")
     results = {"budgets": a.budgets, "per_prompt": a.per_prompt, "guidance": a.guidance,
                "sampler": f"dpmpp_2m / DPMSolverMultistepScheduler, {SAMPLER_STEPS} steps", "data": DATA,
-               "arms": recipes, "clock": CLOCK, "rows": []}
+               "arms": {**(earlier or {}).get("arms", {}), **recipes},
+               "precision": {**(earlier or {}).get("precision", {}), **{n: arm_machine(n)["precision"] for n in recipes}},
+               "clock": CLOCK, "rows": (earlier or {}).get("rows", [])}
     if "diffusers" in a.systems:
         results["gflops"] = print_flops()  # imports diffusers before any clock starts
         results["diffusers_setup"] = DIFFUSERS_SETUP.format(guidance=a.guidance)
@@ -341,8 +392,14 @@ def main():
         results["rows"].append(summarise(system, minutes, r, images, steps, setup_s))
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
+    for row in results["rows"]:  # an earlier invocation's, as they were
+        div = "-" if row["diversity"] is None else f"{row['diversity']:.2f}"
+        print(f"| {row['system']} | {row['minutes']:g} | {row['images']:,} | {row['steps']:,} | {row['seen']:.1%} | "
+              f"{row['shape']:.1%} | {row['held_out']:.1%} | {row['frechet']:.2f} ({row['floor']:.2f}) | {div} | "
+              f"(earlier)", flush=True)
     for name in diffuse_arms:
-        run_diffuse(name, recipes[name], out / name, a.budgets, a.per_prompt, a.guidance, record)
+        done = {r["minutes"] for r in results["rows"] if r["system"] == name}
+        run_diffuse(name, recipes[name], out / name, a.budgets, a.per_prompt, a.guidance, record, done)
     if "diffusers" in a.systems:
         run_diffusers(a.budgets, a.per_prompt, a.guidance, record)
 
