@@ -65,7 +65,7 @@ def main():
     ap.add_argument("--guidance", type=float, default=GUIDANCE, help="(default: %(default)s)")
     ap.add_argument("--recolor-only", action="store_true", help="skip the image-to-image table")
     a = ap.parse_args()
-    pipe = Pipeline.load(a.model)
+    pipe = Pipeline.load(a.model, watermark=False)  # unmarked, as its tables were made (before the start-noise watermark)
     for sampler in a.samplers:
         recolor(pipe, a.n, a.steps, sampler, a.guidance)
     if not a.recolor_only:

@@ -100,7 +100,7 @@ def main():
         print(f"the ideal denoiser of shapes (20,000 images, seed 0, held-out pairs left out), {a.images} real "
               "images per attribute")
     else:
-        pipe = Pipeline.load(a.model)
+        pipe = Pipeline.load(a.model, watermark=False)  # unmarked, as its tables were made (before the start-noise watermark)
         model = pipe.model
         print(f"model {pipe.name} ({pipe.model_hash[:12]}), {a.images} real images per attribute, one denoiser pass")
     print("| attribute | sigma | read true, right prompt | read true, wrong prompt | read the wrong prompt's value "

@@ -1,6 +1,7 @@
 """The HTTP server under load: many concurrent requests against its one model worker.
 
     .venv/bin/python benchmarks/serve_load.py MODEL [--requests 200] [--steps 2] [--queue-size 8]
+                                              [--max-batch 1 16]
 
 Starts `diffuse serve` as its own process on a free loopback port (as it runs for real: the
 client's event loop does not share the server's), then fires the requests all at once from one
@@ -8,7 +9,11 @@ httpx.AsyncClient as POST /v1/images/generations, twice:
 - "no retry": every answer is counted as it comes, so a full queue shows as 429s;
 - "retry": a client that gets a 429 waits the Retry-After it was given and tries again, until
   every request has its image.
-Prints a Markdown table (paste it into benchmarks/RESULTS.md with the date and machine): answers
+Once per --max-batch value (the server's batching of waiting jobs with the same settings, issue
+21; 1 = one job at a time, as before), each its own server, in one run. The server runs with
+--limit-concurrency above --requests: its default of 64 (issue 24, against hostile clients)
+answers the rest 503 at once, which is what it is for but not what this measures. Prints a Markdown table
+(paste it into benchmarks/RESULTS.md with the date and machine): answers
 by status (5xx must be 0), latency p50/p99 of all answers and of the 200s, images/s over the
 phase, and the server's resident memory (VmRSS) after start-up and after each phase.
 """
@@ -96,37 +101,43 @@ def main():
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--queue-size", type=int, default=8)
+    ap.add_argument("--max-batch", type=int, nargs="+", default=[1, 16],
+                    help="the server's --max-batch, one server each (default: 1 16)")
     a = ap.parse_args()
 
-    port = free_port()
-    with tempfile.TemporaryDirectory() as out:
-        proc = start_server(a.model, port, a.queue_size, out)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            asyncio.run(phase(base, 1, a.steps, retry=False))  # warm-up: the first run picks kernels
-            rss = {"start": rss_mib(proc.pid)}
-            results = {}
-            for name, retry in (("no retry", False), ("retry", True)):
-                results[name] = asyncio.run(phase(base, a.requests, a.steps, retry))
-                rss[name] = rss_mib(proc.pid)
-            jobs = httpx.get(f"{base}/healthz").json()["jobs"]
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    rows, notes = [], []
+    for max_batch in a.max_batch:
+        port = free_port()
+        with tempfile.TemporaryDirectory() as out:
+            proc = start_server(a.model, port, a.queue_size, out, "--max-batch", str(max_batch),
+                                "--limit-concurrency", str(a.requests + 64))
+            base = f"http://127.0.0.1:{port}"
+            try:
+                asyncio.run(phase(base, 1, a.steps, retry=False))  # warm-up: the first run picks kernels
+                rss = {"start": rss_mib(proc.pid)}
+                for name, retry in (("no retry", False), ("retry", True)):
+                    rows.append((max_batch, name, asyncio.run(phase(base, a.requests, a.steps, retry)),
+                                 rss_mib(proc.pid)))
+                health = httpx.get(f"{base}/healthz").json()
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        notes.append(f"max batch {max_batch}: RSS after start-up and warm-up {rss['start']:.0f} MiB; the worker's "
+                     f"counts at the end {health['jobs']}, runs by jobs sharing them {health.get('batches')}")
 
     print(f"{a.requests} concurrent POST /v1/images/generations, {a.steps} steps dpmpp_2m, 1 image each, "
           f"queue {a.queue_size}; {platform.machine()}, {os.cpu_count()} CPUs\n")
-    print("| phase | 200 | 429 | other 4xx | 5xx | 429s retried | p50 s (all) | p99 s (all) | p50 s (200) "
+    print("| max batch | phase | 200 | 429 | other 4xx | 5xx | 429s retried | p50 s (all) | p99 s (all) | p50 s (200) "
           "| p99 s (200) | images/s | RSS after, MiB |")
-    print("| --- " * 12 + "|")
-    for name, r in results.items():
+    print("| --- " * 13 + "|")
+    for max_batch, name, r, rss_after in rows:
         s = r["statuses"]
         other = sum(v for k, v in s.items() if 400 <= k < 500 and k != 429)
         server_errors = sum(v for k, v in s.items() if k >= 500)
-        print(f"| {name} | {s[200]} | {s[429]} | {other} | {server_errors} | {r['retries']} | {pct(r['all'], .5)} "
-              f"| {pct(r['all'], .99)} | {pct(r['ok'], .5)} | {pct(r['ok'], .99)} | {s[200] / r['wall']:.1f} "
-              f"| {rss[name]:.0f} |")
-    print(f"\nRSS after start-up and warm-up: {rss['start']:.0f} MiB; the worker's counts at the end: {jobs}")
+        print(f"| {max_batch} | {name} | {s[200]} | {s[429]} | {other} | {server_errors} | {r['retries']} | "
+              f"{pct(r['all'], .5)} | {pct(r['all'], .99)} | {pct(r['ok'], .5)} | {pct(r['ok'], .99)} | "
+              f"{s[200] / r['wall']:.1f} | {rss_after:.0f} |")
+    print("\n" + "\n".join(notes))
 
 
 if __name__ == "__main__":

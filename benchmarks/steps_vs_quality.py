@@ -29,7 +29,7 @@ def main():
     ap.add_argument("--guidance", type=float, nargs="+", default=[3.0])
     ap.add_argument("--per-prompt", type=int, default=2)
     a = ap.parse_args()
-    pipe = Pipeline.load(a.model)
+    pipe = Pipeline.load(a.model, watermark=False)  # unmarked, as its tables were made (before the start-noise watermark)
     print(f"model {pipe.name} ({pipe.model_hash[:12]}), {a.per_prompt} images per prompt")
     print("| sampler | guidance | NFE | steps | all seen | all held-out | shape | colour | background | size "
           "| Frechet (floor) | diversity | s |")

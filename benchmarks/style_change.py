@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--per-pair", type=int, default=16)
     ap.add_argument("--out", default="outputs/style_change")
     a = ap.parse_args()
-    pipe = Pipeline.load(a.model)
+    pipe = Pipeline.load(a.model, watermark=False)  # unmarked, as its tables were made (before the start-noise watermark)
     eset = load_emoji_set(cached_emoji_folder(pipe.model.image_size))
     reader, _ = load_emoji_reader(eset, pipe.model.image_size)
     start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""The `diffuse` command: train, data, generate, img2img, inpaint, outpaint, vary, explain, plot, info, inspect, serve.
+"""The `diffuse` command: train, data, generate, img2img, inpaint, outpaint, vary, explain, plot, eval, copies,
+info, inspect, serve.
 
 Errors in the user's input print one line, `diffuse: error: ...`, and exit with code 2.
 """
@@ -121,6 +122,12 @@ def _add_device(p):
                         "of its LOCAL_RANK (default: auto)")
 
 
+def _add_watermark(p):
+    p.add_argument("--no-watermark", action="store_true",
+                   help="leave the start-noise watermark out (by default each image's start noise carries a mark "
+                        "that diffuse inspect reads back; see diffuse/watermark.py)")
+
+
 def _add_credentials(p):
     """Content credentials (C2PA) of the PNGs a command writes; see diffuse/credentials.py."""
     p.add_argument("--no-credentials", action="store_true",
@@ -165,6 +172,7 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
         p.add_argument("--grid", action="store_true", help="also write all images as one grid")
     _add_device(p)
     _add_credentials(p)
+    _add_watermark(p)
 
 
 def _add_generate(sub):
@@ -250,6 +258,7 @@ def _add_explain(sub):
     q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
     q.add_argument("--out", default="outputs/explain-prompt.png", help="PNG to write")
     _add_credentials(q)
+    _add_watermark(q)
     q = esub.add_parser("styles", help="subjects in each style, one row per style",
                         description="A grid with one row per style and one column per subject, each cell the "
                                     "prompt '<subject>, <style> style' at the same seed. The styles are the ones "
@@ -260,6 +269,15 @@ def _add_explain(sub):
     q.add_argument("--seed", type=int, default=0, help=f"the seed of every cell, {SEED_RANGE} (default: 0)")
     q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
     q.add_argument("--out", default="outputs/explain-styles.png", help="PNG to write")
+    _add_credentials(q)
+    _add_watermark(q)
+    q = esub.add_parser("copies", help="generated images beside their nearest training images",
+                        description="The most copy-like of N generated images (or of --images), each beside its "
+                                    "three nearest training images in pixels with their distances; the report of "
+                                    "diffuse copies is printed too.")
+    _add_copies_options(q)
+    q.add_argument("--rows", type=int, default=8, help="generated images shown (default: 8)")
+    q.add_argument("--out", default="outputs/explain-copies.png", help="PNG to write")
     _add_credentials(q)
 
     p = sub.add_parser("plot", help="training curves of a run as a PNG",
@@ -279,11 +297,18 @@ def _add_inspect(sub):
     p = sub.add_parser("inspect", help="what an image says about how it was made",
                        description="For each image: the parameters diffuse recorded in it and the one command that "
                                    "makes it again, its content credentials (C2PA manifest: generator, model, digital "
-                                   "source type, signer) and whether their signature is valid, and (not yet) its "
-                                   "watermark. A valid signature proves only that the file is unchanged since it was "
-                                   "signed by whoever holds the key. A file that cannot be read is a one-line error "
-                                   "(exit code 2); the others are still inspected.")
+                                   "source type, signer) and whether their signature is valid, and its start-noise "
+                                   "watermark, read by inverting the sampler with each candidate model (the chance "
+                                   "that an unmarked image agrees as well, and the 32-bit payload). A valid signature "
+                                   "proves only that the file is unchanged since it was signed by whoever holds the "
+                                   "key; a found mark, that it was made with the model and diffuse's public key. A "
+                                   "file that cannot be read is a one-line error (exit code 2); the others are still "
+                                   "inspected.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG; others for their C2PA manifest)")
+    p.add_argument("--model", action="append", metavar="MODEL",
+                   help="a model to read the watermark with, repeatable (default: the bundled models and the "
+                        "checkpoint folder an image names, if it is here)")
+    p.add_argument("--no-watermark", action="store_true", help="do not read the watermark (loads no model)")
     p.add_argument("--json", action="store_true", help="print one JSON object per line, one line per image")
 
 
@@ -310,6 +335,36 @@ def _add_eval(sub):
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH ('-' for stdout only)")
+    p.add_argument("--watermark", action="store_true",
+                   help="draw with the start-noise watermark, as generate does (by default eval draws unmarked "
+                        "images, as every table made before the mark was; the mark leaves the noise N(0, I))")
+
+
+def _add_copies_options(p):
+    p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument("--data", help="its training images, a data name or folder (default: what the checkpoint records)")
+    p.add_argument("-n", "--num", type=int, default=200, help="images to generate (default: 200)")
+    p.add_argument("--images", metavar="DIR", help="check the images in DIR instead of generating")
+    p.add_argument("--seed", type=int, default=0,
+                   help="picks the training captions prompted with, and image i's seed is seed + i (default: 0)")
+    p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=_request_default("guidance"),
+                   help="classifier-free guidance scale (default: %(default)s)")
+    p.add_argument("--json", metavar="PATH", help="also write the report (every image's nearest) as JSON")
+
+
+def _add_copies(sub):
+    p = sub.add_parser("copies", help="does the model copy its training images? near-copies of generated images",
+                       description="Generate N images from the captions of N training images (or take --images DIR) "
+                                   "and find each one's nearest training images in pixels (the tiled L2 of Carlini et "
+                                   "al. 2023) and in the evaluator's features (shapes, digits, emoji). A near-copy is "
+                                   "closer to one training image, relative to its 50 nearest, than 99% of training "
+                                   "images are to their nearest other one. Prints the share of near-copies against "
+                                   "the share draws like the training images get, and a verdict.")
+    _add_copies_options(p)
+    p.add_argument("--picture", metavar="PNG", help="also draw the most copy-like images beside their nearest "
+                                                     "(as diffuse explain copies)")
+    _add_credentials(p)
 
 
 def _styles(text: str) -> list[str]:
@@ -347,7 +402,8 @@ def _add_serve(sub):
                        description="Serve models over HTTP: OpenAI-compatible /v1/images/generations, edits and "
                                    "variations, a live-progress stream (/v1/diffuse/stream), a web page at /, and "
                                    "the API's OpenAPI schema (/openapi.json, /docs). A request's model field picks "
-                                   "a served model (GET /v1/models; default: the first). One worker runs every job; "
+                                   "a served model (GET /v1/models; default: the first). One worker runs every job, "
+                                   "waiting text-to-image jobs with the same settings together (--max-batch); "
                                    "requests beyond --queue-size waiting get 429.")
     p.add_argument("--model", action="append",
                    help="a model to serve, given once per model: a bundled model (shapes, emoji) or a checkpoint "
@@ -365,6 +421,9 @@ def _add_serve(sub):
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but the page's files "
                                      "(default: $DIFFUSE_API_KEY; unset: no key)")
     p.add_argument("--queue-size", type=int, default=8, help="jobs that may wait behind the running one (default: 8)")
+    p.add_argument("--max-batch", type=int, default=16,
+                   help="images that waiting text-to-image jobs with the same settings may share network passes "
+                        "with (each image is what it would be alone); 1 = one job at a time (default: 16)")
     p.add_argument("--max-n", type=int, default=10, help="images per request (default: 10)")
     p.add_argument("--max-steps", type=int, default=100, help="sampler steps per request (default: 100)")
     p.add_argument("--max-upload-mb", type=float, default=4, help="bytes of an uploaded image, in MiB (default: 4)")
@@ -378,6 +437,7 @@ def _add_serve(sub):
     p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help="auto (CUDA when a GPU is visible), cpu or cuda (default: auto)")
     _add_credentials(p)
+    _add_watermark(p)
 
 
 def build_parser() -> Parser:
@@ -389,6 +449,7 @@ def build_parser() -> Parser:
     _add_edit(sub)
     _add_explain(sub)
     _add_eval(sub)
+    _add_copies(sub)
     _add_info(sub)
     _add_inspect(sub)
     _add_serve(sub)
@@ -455,7 +516,9 @@ def load_pipeline(a, local_rank: int = 0, model: str | None = None):
     from .pipeline import Pipeline
     device = resolve_device(getattr(a, "device", "auto"), local_rank)
     use_device(device)
-    return Pipeline.load(a.model if model is None else model, device)
+    pipe = Pipeline.load(a.model if model is None else model, device)
+    pipe.watermark = not getattr(a, "no_watermark", False)
+    return pipe
 
 
 def signing_credentials(a):
@@ -616,6 +679,11 @@ def cmd_explain(a) -> None:
         note_prompt(pipe, req)
         save_png(explain.guidance_row(pipe, req, a.scales), out, credentials)
         print(out)
+    elif a.what == "copies":
+        if a.rows < 1:
+            raise DiffuseError("--rows must be at least 1")
+        save_png(run_copies(a, pipe, picture_rows=a.rows), out, credentials)
+        print(out)
     elif a.what == "styles":
         styles = [w.strip() for w in a.styles.split(",") if w.strip()] if a.styles else explain.model_styles(pipe)
         if not styles:
@@ -681,11 +749,24 @@ def cmd_info(a) -> None:
 def cmd_inspect(a) -> int:
     """Report on every image; one that cannot be read is a one-line error and exit code 2, after
     the others are reported."""
-    from .provenance import format_report, inspect_image
+    from .checkpoint import BUNDLED_MODELS, model_dir
+    from .provenance import format_report, inspect_image, recorded_model_dirs
+    loaded = {}  # model folder -> Pipeline, each loaded once
+
+    def pipes_for(path: str) -> list | None:
+        if a.no_watermark:
+            return None
+        folders = [str(model_dir(m)) for m in a.model] if a.model else \
+            [str(p) for p in BUNDLED_MODELS.values()] + recorded_model_dirs(path)
+        for folder in dict.fromkeys(folders):
+            if folder not in loaded:
+                loaded[folder] = load_pipeline(a, model=folder)
+        return [loaded[f] for f in dict.fromkeys(folders)]
+
     code = 0
     for path in a.images:
         try:
-            report = inspect_image(path)
+            report = inspect_image(path, pipes_for(path))
         except DiffuseError as e:
             print(f"diffuse: error: {e}", file=sys.stderr)
             code = 2
@@ -705,6 +786,7 @@ def cmd_eval(a) -> None:
             raise DiffuseError(f"eval got two models, {a.model!r} and --model {a.model_option!r}: give one")
         a.model = a.model_option
     pipe = load_pipeline(a)
+    pipe.watermark = a.watermark
     result = evaluate(pipe, per_prompt=a.per_prompt, seed=a.seed, progress=lambda m: print(m, file=sys.stderr),
                       steps=a.steps, sampler=a.sampler, guidance=a.guidance)
     if a.json == "-":
@@ -713,6 +795,42 @@ def cmd_eval(a) -> None:
     print(format_table(result))
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def run_copies(a, pipe, picture_rows: int = 0):
+    """diffuse copies: the report printed (and written with --json), and the picture of the
+    `picture_rows` most copy-like images returned when asked for."""
+    from .copies import copies_picture, find_copies, format_report, generate_from_captions, load_image_files, \
+        reader_for, training_set
+    from .pipeline import GenerateRequest
+    if not 1 <= a.num <= 10000:
+        raise DiffuseError("-n must be between 1 and 10000")
+    GenerateRequest("x", seed=a.seed, steps=a.steps, guidance=a.guidance)  # validates the numbers
+    progress = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    train = training_set(pipe.config, a.data)
+    reader = reader_for(pipe.config, train, progress)
+    if a.images:
+        generated, names = load_image_files(a.images, train.images.shape[-1])
+    else:
+        progress(f"generating {a.num} images from training captions")
+        generated, names, _ = generate_from_captions(pipe, train, a.num, a.seed, steps=a.steps, guidance=a.guidance)
+    report = find_copies(generated, names, train, reader, progress)
+    report.update(model=pipe.name, model_hash=pipe.model_hash[:12], seed=a.seed, images=a.images,
+                  steps=a.steps, guidance=a.guidance)
+    print(format_report(report))
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
+    return copies_picture(report, generated, train, picture_rows) if picture_rows else None
+
+
+def cmd_copies(a) -> None:
+    from .pipeline import save_png
+    out = _png_path(a.picture) if a.picture else None
+    credentials = signing_credentials(a) if out else None
+    picture = run_copies(a, load_pipeline(a), picture_rows=8 if out else 0)
+    if out:
+        save_png(picture, out, credentials)
+        print(out)
 
 
 def serve_models(models: list[str] | None) -> list[str]:
@@ -737,7 +855,7 @@ def listen(host: str, port: int):
 def cmd_serve(a) -> None:
     import uvicorn
     from .server import HeadDeadlineProtocol, Limits, create_app
-    for name in ("queue_size", "max_n", "max_steps", "max_upload_mb", "body_timeout", "limit_concurrency",
+    for name in ("queue_size", "max_batch", "max_n", "max_steps", "max_upload_mb", "body_timeout", "limit_concurrency",
                  "timeout_keep_alive"):
         if getattr(a, name) <= 0:
             raise DiffuseError(f"--{name.replace('_', '-')} must be above 0")
@@ -749,7 +867,7 @@ def cmd_serve(a) -> None:
     credentials = signing_credentials(a)
     pipes = [load_pipeline(a, model=m) for m in serve_models(a.model)]
     app = create_app(pipes, output_dir=a.output_dir, api_key=api_key, queue_size=a.queue_size, limits=limits,
-                     credentials=credentials)
+                     credentials=credentials, max_batch=a.max_batch)
     sock = listen(a.host, a.port)
     if api_key is None and a.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {a.host} without an API key: anyone who can reach it can use it", file=sys.stderr)
@@ -763,7 +881,7 @@ def cmd_serve(a) -> None:
 
 COMMANDS = {"train": cmd_train, "data": cmd_data, "generate": cmd_generate, "img2img": cmd_img2img, "inpaint": cmd_inpaint,
             "outpaint": cmd_outpaint, "vary": cmd_vary, "explain": cmd_explain, "plot": cmd_plot, "eval": cmd_eval,
-            "info": cmd_info, "inspect": cmd_inspect, "serve": cmd_serve}
+            "copies": cmd_copies, "info": cmd_info, "inspect": cmd_inspect, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,7 +67,9 @@ class Health(BaseModel):
     running: bool = Field(description="a job is being drawn")
     waiting: int = Field(description="jobs queued behind it")
     queue_size: int
+    max_batch: int = Field(description="images that waiting jobs with the same settings may share passes with")
     jobs: dict[str, int] = Field(description="done, failed, cancelled and rejected jobs since the start")
+    batches: dict[str, int] = Field(description="runs of the worker by how many jobs shared them (\"1\": alone)")
 
 
 class ModelInfo(BaseModel):
@@ -110,7 +112,9 @@ class InspectReport(BaseModel):
     recreate: Recreate | None
     credentials: dict | None = Field(description="the C2PA claim: valid, trusted, generator, digital source type, "
                                                   "model, model_sha256, parameters, signer, problems, what it proves")
-    watermark: None
+    watermark: dict | None = Field(description="the best reading of the start-noise watermark among the served models: "
+                                                "found, model, agree (of signs), p_value, nonce, payload, "
+                                                "payload_is_model, read_at, inverted_with, tried")
     watermark_note: str
 
 

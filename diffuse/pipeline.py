@@ -28,6 +28,7 @@ from .guidance import CFGDenoiser
 from .model import TextToImageModel
 from .samplers import SAMPLERS, STOCHASTIC, SeededNoise, Step, get_sampler
 from .schedules import SCHEDULES, SIGMA_MAX, SIGMA_MIN, get_sigmas
+from .watermark import GRID as MARK_GRID, VERSION as MARK_VERSION, codeword, mark_noise, nonce_of
 
 if TYPE_CHECKING:  # credentials.py imports c2pa and cryptography: only what signs pays for them
     from .credentials import Credentials
@@ -149,18 +150,20 @@ def check_size(model: TextToImageModel, width: int, height: int) -> None:
 
 
 class Pipeline:
-    def __init__(self, model: TextToImageModel, model_hash: str = "", name: str = "", config: dict | None = None):
+    def __init__(self, model: TextToImageModel, model_hash: str = "", name: str = "", config: dict | None = None,
+                 watermark: bool = True):
         self.model, self.model_hash, self.name = model.eval(), model_hash, name
         self.config = config or {}  # the checkpoint's config.json (data summary, training figures)
+        self.watermark = watermark  # mark the start noise (watermark.py) of every image this makes
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str = "cpu") -> "Pipeline":
+    def load(cls, path: str | Path | None = None, device: str = "cpu", watermark: bool = True) -> "Pipeline":
         """The checkpoint in `path` (a directory, or a bundled model's name: shapes, emoji), or the
-        bundled shapes model when path is None."""
+        bundled shapes model when path is None; `watermark`: mark the start noise (watermark.py)."""
         path = model_dir(path)
         model, cfg = load_checkpoint(path, device)
         name = model_name(path)
-        return cls(model, cfg["weights_sha256"], name, cfg)
+        return cls(model, cfg["weights_sha256"], name, cfg, watermark)
 
     @property
     def device(self) -> torch.device:
@@ -197,15 +200,29 @@ class Pipeline:
         if len(sigmas) == 1:  # strength 0: no step runs
             return init.clone()
         noise = SeededNoise(request.seeds, (3, h, w), self.device)
-        start = noise()
+        start = self.start_noise(noise(), request.seeds)
         if request.variation_seed is not None and request.variation_strength > 0:
-            other = SeededNoise([request.variation_seed + k for k in range(request.n)], (3, h, w), self.device)
-            start = slerp(start, other(), request.variation_strength)
+            seeds = [request.variation_seed + k for k in range(request.n)]
+            other = SeededNoise(seeds, (3, h, w), self.device)
+            start = slerp(start, self.start_noise(other(), seeds), request.variation_strength)
         x = noised_start(init if request.effective_strength < 1 else None, sigmas, start)
         x = self._reverse(request, x, sigmas, noise, [request.prompt] * request.n,
                           [request.negative_prompt] * request.n, callback,
                           inpaint=(init, mask, noise) if mask is not None else None)
         return composite(x, init, mask) if mask is not None else x
+
+    def marks(self, width: int, height: int) -> bool:
+        """Whether images of this size get the start-noise watermark (its grid must divide them)."""
+        return self.watermark and width % MARK_GRID == 0 and height % MARK_GRID == 0
+
+    def start_noise(self, z: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """The first noise draw of images with these seeds, watermarked (watermark.py): each
+        image's block means take the signs of the codeword of its seed's nonce. Still N(0, I)."""
+        if not self.marks(z.shape[-1], z.shape[-2]):
+            return z
+        model_hash = self.model_hash or "0" * 64
+        code = torch.stack([codeword(model_hash, nonce_of(s)) for s in seeds]).to(z.device, z.dtype)
+        return mark_noise(z, code)
 
     def _reverse(self, settings: GenerateRequest, x: torch.Tensor, sigmas: torch.Tensor, noise: SeededNoise,
                  prompts: list[str], negative_prompts: list[str], callback: Callable[[Step], None] | None = None,
@@ -221,7 +238,8 @@ class Pipeline:
                                              callback=callback, **extra)
 
     @torch.no_grad()
-    def sample_batch(self, requests: list[GenerateRequest]) -> torch.Tensor:
+    def sample_batch(self, requests: list[GenerateRequest],
+                     callback: Callable[[Step], None] | None = None) -> torch.Tensor:
         """Text-to-image for several requests in one batch of network passes: [sum of n, 3, H, W]
         in request order. Each image depends only on its own prompt and seed (SeededNoise), so
         this gives what sampling the requests one by one gives, in fewer and larger passes (the
@@ -240,15 +258,19 @@ class Pipeline:
         self.check(first)
         w, h = first.size(self.model.image_size)
         sigmas = get_sigmas(first.schedule, first.steps, SIGMA_MIN, SIGMA_MAX).to(self.device)
-        noise = SeededNoise([s for r in requests for s in r.seeds], (3, h, w), self.device)
-        return self._reverse(first, noised_start(None, sigmas, noise()), sigmas, noise,
+        seeds = [s for r in requests for s in r.seeds]
+        noise = SeededNoise(seeds, (3, h, w), self.device)
+        return self._reverse(first, noised_start(None, sigmas, self.start_noise(noise(), seeds)), sigmas, noise,
                              [r.prompt for r in requests for _ in range(r.n)],
-                             [r.negative_prompt for r in requests for _ in range(r.n)])
+                             [r.negative_prompt for r in requests for _ in range(r.n)], callback)
 
     def generate(self, request: GenerateRequest, callback: Callable[[Step], None] | None = None) -> list[Image.Image]:
         """PIL images, each with its parameters in `image.info` (written by `save_png`)."""
         request = request.with_seed()
-        x = self.sample(request, callback)
+        return self.to_images(request, self.sample(request, callback))
+
+    def to_images(self, request: GenerateRequest, x: torch.Tensor) -> list[Image.Image]:
+        """The request's sampled tensor [n, 3, H, W] as PIL images with their parameters."""
         images = []
         for k, seed in enumerate(request.seeds):
             img = tensor_to_pil(x[k])
@@ -266,6 +288,8 @@ class Pipeline:
                   if f.name not in ("n", "seed", "init_image", "mask", "width", "height", "strength")}
         params.update(seed=seed, width=w, height=h, mode=request.mode, model=self.name,
                       model_hash=self.model_hash[:12], model_sha256=self.model_hash)
+        if self.marks(w, h):
+            params["watermark"] = MARK_VERSION
         if request.variation_seed is not None:  # image k blends in variation seed + k, as its seed is seed + k
             params["variation_seed"] = request.variation_seed + seed - request.seed
         if request.init_image is not None:

@@ -4,8 +4,8 @@ Three witnesses, each read on its own and none taken on another's word. The PNG'
 say how to make the image again, but anyone can write them, so they say nothing of who made it.
 The content credentials (C2PA, see credentials.py) sign a claim and every byte of the file: they
 show whether the file changed since it was signed, and by which key. A watermark in the pixels
-themselves (a later change: `watermark` is null until then) is meant to survive what strips both
-of the others, a screenshot or a re-encoding.
+themselves, set in the start noise (watermark.py) and read by inverting the sampler with each
+candidate model, survives what strips both of the others, a re-encoding or a rescaled copy.
 """
 
 import io
@@ -20,7 +20,7 @@ from .credentials import (COMPOSITE_SYNTHETIC, COMPOSITE_TRAINED, TRAINED, WHAT_
                           read_bytes, read_claim)
 from .errors import DiffuseError
 
-WATERMARK_NOTE = "not read: diffuse's invisible watermark and its reader come with a later change"
+WATERMARK_SKIPPED = "not read (no model given to read it with)"
 SOURCE_MEANING = {TRAINED: "made by a generative AI model",
                   COMPOSITE_TRAINED: "an input image changed by a generative AI model",
                   COMPOSITE_SYNTHETIC: "an input image with synthetic parts added by an algorithm",
@@ -28,13 +28,14 @@ SOURCE_MEANING = {TRAINED: "made by a generative AI model",
 INPUT, MASK = "INPUT.png", "MASK.png"  # what the re-create command calls the files an edit started from
 
 
-def inspect_image(path: str | Path) -> dict:
-    """Everything diffuse can read of an image file, as a JSON-ready dict; a file that is missing
-    or not an image is a DiffuseError."""
-    return inspect_bytes(read_bytes(path), str(path))
+def inspect_image(path: str | Path, pipes: list | None = None) -> dict:
+    """Everything diffuse can read of an image file, as a JSON-ready dict, its watermark read
+    with each of `pipes` (none: not read); a file that is missing or not an image is a
+    DiffuseError."""
+    return inspect_bytes(read_bytes(path), str(path), pipes)
 
 
-def inspect_bytes(data: bytes, name: str) -> dict:
+def inspect_bytes(data: bytes, name: str, pipes: list | None = None) -> dict:
     """inspect_image() of an image's bytes (an upload), `name` standing for its file."""
     try:
         img = Image.open(io.BytesIO(data))
@@ -45,12 +46,45 @@ def inspect_bytes(data: bytes, name: str) -> dict:
     claim = read_claim(data, anchors=local_anchor(), mime=Image.MIME.get(img.format, "image/png"))
     if params is None and claim is not None and claim.valid and isinstance(claim.parameters, dict):
         params, where = claim.parameters, "content credentials"  # a GIF has no text of ours: its manifest does
+    mark = read_watermark(img, params, pipes)
     return {"file": name, "format": img.format, "width": img.width, "height": img.height,
             "parameters": params, "parameters_from": where if params is not None else None,
             "a1111_parameters": text.get("parameters"),
             "recreate": recreate(params) if params is not None else None,
             "credentials": claim_report(claim) if claim is not None else None,
-            "watermark": None, "watermark_note": WATERMARK_NOTE}
+            "watermark": mark,
+            "watermark_note": WATERMARK_SKIPPED if mark is None else watermark_line(mark)}
+
+
+def recorded_model_dirs(path: str | Path) -> list[str]:
+    """The checkpoint folder an image's parameters name, when it is a folder here (bundled
+    models are candidates anyway); nothing for a file that cannot be read."""
+    try:
+        img = Image.open(path)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return []
+    params = recorded_parameters({k: v for k, v in img.info.items() if isinstance(k, str) and isinstance(v, str)})
+    first = (params.get("images") or [params])[0] if params else {}
+    name = first.get("model") if isinstance(first, dict) else None
+    from .checkpoint import CONFIG_FILE
+    return [str(Path(name))] if isinstance(name, str) and (Path(name) / CONFIG_FILE).is_file() else []
+
+
+def read_watermark(img: Image.Image, params: dict | None, pipes: list | None) -> dict | None:
+    """The best reading of the start-noise mark among the candidate models (the one it records
+    first, when it is among them), with every model's reading under "tried"."""
+    from .watermark import best_reading, read_mark
+    if not pipes:
+        return None
+    first = (params.get("images") or [params])[0] if params else None  # a picture: its first tile's settings
+    readings = [read_mark(p, img, first if isinstance(first, dict) else None) for p in pipes]
+    best = best_reading(readings)
+    return {**best, "tried": [r["model"] for r in readings]}
+
+
+def watermark_line(mark: dict) -> str:
+    from .watermark import describe
+    return describe(mark)
 
 
 def recorded_parameters(text: dict) -> dict | None:
@@ -115,13 +149,13 @@ def recreate_picture(p: dict) -> tuple[list | None, str | None]:
     if kind == "explain prompt":
         prompts = list(dict.fromkeys(t["prompt"] for t in shown))
         return (["diffuse", "explain", "prompt", *prompts, "--model", first["model"], "-n", len(shown) // len(prompts),
-                 "--seed", first["seed"], "--steps", first["steps"]], None)
+                 "--seed", first["seed"], "--steps", first["steps"], *mark_args(first)], None)
     if kind == "explain styles":
         cells = [t["prompt"].rsplit(", ", 1) for t in shown]  # "<subject>, <style> style"
         subjects = list(dict.fromkeys(subject for subject, _ in cells))
         styles = list(dict.fromkeys(style.removesuffix(" style") for _, style in cells))
         return (["diffuse", "explain", "styles", *subjects, "--model", first["model"], "--styles", ",".join(styles),
-                 "--seed", first["seed"], "--steps", first["steps"]], None)
+                 "--seed", first["seed"], "--steps", first["steps"], *mark_args(first)], None)
     return None, f"no command draws a picture of kind {kind!r}"
 
 
@@ -136,7 +170,13 @@ def sampling_args(p: dict) -> list:
     args += ["--width", p["width"], "--height", p["height"]]
     if p.get("variation_seed") is not None:
         args += ["--variation-seed", p["variation_seed"], "--variation-strength", p["variation_strength"]]
-    return args
+    return args + mark_args(p)
+
+
+def mark_args(p: dict) -> list:
+    """--no-watermark for an image made without the start-noise mark (or before it existed):
+    the mark changes the start noise, so the command must leave it out too."""
+    return [] if p.get("watermark") else ["--no-watermark"]
 
 
 def input_note(p: dict) -> str:
@@ -179,7 +219,7 @@ def format_report(r: dict) -> str:
         if c["note"]:
             lines.append(f"               ({c['note']})")
     lines += credential_lines(r["credentials"])
-    lines.append(f"  watermark    {r['watermark_note'] if r['watermark'] is None else r['watermark']}")
+    lines.append(f"  watermark    {r['watermark_note']}")
     return "\n".join(lines)
 
 

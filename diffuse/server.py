@@ -10,7 +10,8 @@
   POST /v1/diffuse/stream      JSON or form, the fields of the three above: server-sent events, one per
                                sampler step (index, sigma, preview), then the images with their parameters
   POST /v1/diffuse/inspect     multipart: image; what it records (parameters, the command that makes it
-                               again, whether its content credentials are valid), as diffuse inspect --json
+                               again, whether its content credentials are valid) and its watermark as
+                               the served models read it, as diffuse inspect --json
   GET  /v1/images/{id}.png     the images answered by url, kept in the output folder
   GET  /v1/models, /v1/diffuse/config, /healthz
   GET  /                       the web page (static files; the page asks for the API key itself)
@@ -293,12 +294,13 @@ class Server:
     """The state the routes share: the models (by name, the first the default), their one worker,
     the output folder and the limits."""
 
-    def __init__(self, pipes: list[Pipeline], output_dir: Path, limits: Limits, queue_size: int, credentials=None):
+    def __init__(self, pipes: list[Pipeline], output_dir: Path, limits: Limits, queue_size: int, credentials=None,
+                 max_batch: int = 1):
         self.credentials = credentials  # content credentials every answered image is signed with (None: unsigned)
         self.pipes = by_name(pipes)
         self.default = pipes[0].name
         self.output_dir, self.limits = Path(output_dir), limits
-        self.worker = Worker(queue_size)
+        self.worker = Worker(queue_size, max_batch)
         self.started = int(time.time())
         self._pruning = threading.Lock()  # answers are saved from several threads
 
@@ -626,15 +628,16 @@ Model = str | Path | Pipeline
 
 
 def create_app(models: Model | list[Model], *, output_dir: str | Path, api_key: str | None = None,
-               queue_size: int = 8, limits: Limits = Limits(), credentials=None) -> FastAPI:
+               queue_size: int = 8, limits: Limits = Limits(), credentials=None, max_batch: int = 1) -> FastAPI:
     """The server as an ASGI app (run it with uvicorn). `models` are checkpoint directories,
     bundled models' names or loaded Pipelines (one, or a list whose first is the default);
-    `queue_size` jobs may wait behind the running one before requests get 429. With
+    `queue_size` jobs may wait behind the running one before requests get 429; waiting
+    text-to-image jobs with the same settings run together, up to `max_batch` images (worker.py). With
     `credentials` (diffuse.credentials), every image answered, by url or b64_json, carries a signed
     C2PA manifest; the step previews of the stream are pictures of work in progress and do not."""
     models = models if isinstance(models, (list, tuple)) else [models]
     pipes = [m if isinstance(m, Pipeline) else Pipeline.load(m) for m in models]
-    server = Server(pipes, Path(output_dir), limits, queue_size, credentials)
+    server = Server(pipes, Path(output_dir), limits, queue_size, credentials, max_batch)
 
     async def lifespan(app):
         yield
@@ -756,15 +759,17 @@ def add_routes(app: FastAPI, server: Server) -> None:
     @app.post("/v1/diffuse/inspect", operation_id="inspectImage",
               responses={200: {"model": openapi.InspectReport, "description": "what the image records"},
                          **openapi.errors(400, 413)},
-              summary="What an image records: its parameters, the command that makes it again, and whether its "
-                      "content credentials (C2PA) are valid", openapi_extra=openapi.request_body(form=form(InspectFields, image=True)))
+              summary="What an image records: its parameters, the command that makes it again, whether its "
+                      "content credentials (C2PA) are valid, and its start-noise watermark as the served models read it", openapi_extra=openapi.request_body(form=form(InspectFields, image=True)))
     async def inspect(request: Request):
         from .provenance import inspect_bytes
         fields, files = await read_form(request, ("image",))
         parse_fields(InspectFields, fields, strict=False)
         data = await server.upload_bytes(files, "image")
         try:  # C2PA validation is CPU work: off the event loop
-            return await run_in_threadpool(inspect_bytes, data, files["image"].filename or "image")
+            # The watermark is read with every served model (an inversion each: about a second).
+            return await run_in_threadpool(inspect_bytes, data, files["image"].filename or "image",
+                                           list(server.pipes.values()))
         except DiffuseError as e:
             raise ApiError(400, str(e), param="image") from None
 

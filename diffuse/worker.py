@@ -6,6 +6,15 @@ thread, in arrival order, whichever of the server's models (loaded once each) th
 queue is bounded: a flood of requests gets an immediate "busy, retry after N seconds" instead of
 a wait that grows without end. A job whose client went away is cancelled: it is skipped if it
 has not started, or stops at its next sampler step.
+
+Batching (issue 21). When the worker takes a text-to-image job, it also takes the waiting jobs
+that could share its network passes: the same model and the same BATCH_SETTINGS (steps, sampler,
+guidance, schedule, eta, size), up to `max_batch` images in all, and samples them together with
+Pipeline.sample_batch, which gives each image exactly what sampling it alone gives (per-image
+seeds). Each job still gets its own step events (its rows of the batch) and can be cancelled on
+its own: a cancelled job is answered at once and its rows are finished unseen; the batch stops
+only when every job in it is cancelled. Jobs are taken in arrival order; a job that cannot join
+keeps its place.
 """
 
 import math
@@ -18,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import DiffuseError
-from .pipeline import GenerateRequest, Pipeline
+from .pipeline import BATCH_SETTINGS, GenerateRequest, Pipeline
 from .samplers import Step
 
 
@@ -47,15 +56,29 @@ class Job:
         self.cancelled.set()
         self.future.cancel()  # only succeeds while the job still waits
 
+    @property
+    def batchable(self) -> bool:
+        r = self.request
+        return r.init_image is None and not (r.variation_seed is not None and r.variation_strength > 0)
+
+    def joins(self, other: "Job") -> bool:
+        """Whether this job can share network passes with `other` (Pipeline.sample_batch)."""
+        return (self.batchable and other.batchable and self.pipe is other.pipe
+                and all(getattr(self.request, k) == getattr(other.request, k) for k in BATCH_SETTINGS))
+
 
 class Worker:
-    def __init__(self, queue_size: int):
+    def __init__(self, queue_size: int, max_batch: int = 1):
         if not isinstance(queue_size, int) or queue_size < 1:
             raise DiffuseError(f"queue size must be at least 1, got {queue_size!r}")
-        self.queue_size = queue_size
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise DiffuseError(f"max batch must be at least 1, got {max_batch!r}")
+        self.queue_size, self.max_batch = queue_size, max_batch
+        self.batches = Counter()  # jobs per batch run -> how many such batches
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
         self.counts = Counter(done=0, failed=0, cancelled=0, rejected=0)
         self.running: Job | None = None
+        self.batch: list[Job] = []  # the jobs of the batch that runs, when several
         self.mean_seconds = 1.0  # moving average of a job's run time, for Retry-After
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -76,12 +99,14 @@ class Worker:
 
     def status(self) -> dict:
         return {"running": self.running is not None, "waiting": self.queue.qsize(), "queue_size": self.queue_size,
-                "jobs": dict(self.counts)}
+                "max_batch": self.max_batch, "jobs": dict(self.counts),
+                "batches": {str(k): v for k, v in sorted(self.batches.items())}}
 
     def stop(self) -> None:
         """Cancel the running and waiting jobs and end the thread (server shutdown)."""
-        if self.running is not None:
-            self.running.cancel()
+        for job in [self.running, *self.batch]:
+            if job is not None:
+                job.cancel()
         while True:
             try:
                 job = self.queue.get_nowait()
@@ -102,23 +127,101 @@ class Worker:
 
     def _loop(self) -> None:
         while (job := self.queue.get()) is not None:
-            self._run(job)
+            batch = [job] + self._companions(job)
+            if len(batch) == 1:
+                self._run(job)
+            else:
+                self._run_batch(batch)
+
+    def _companions(self, first: Job) -> list[Job]:
+        """Waiting jobs that can join `first`'s batch, taken out of the queue in arrival order
+        while the batch has room (max_batch images)."""
+        if self.max_batch <= first.request.n or not first.batchable:
+            return []
+        taken, room = [], self.max_batch - first.request.n
+        with self.queue.mutex:  # queue.Queue's own lock: no put or get runs meanwhile
+            waiting = self.queue.queue
+            for job in list(waiting):
+                if job is None or room <= 0:
+                    break  # a stop request ends the search; it stays queued
+                if job.request.n <= room and not job.cancelled.is_set() and job.joins(first):
+                    waiting.remove(job)
+                    taken.append(job)
+                    room -= job.request.n
+            if taken:
+                self.queue.not_full.notify(len(taken))  # places freed, as get() would signal
+        return taken
 
     def _run(self, job: Job) -> None:
         if job.cancelled.is_set() or not job.future.set_running_or_notify_cancel():
             self.counts["cancelled"] += 1
             return
+        self._run_started(job)
+
+    def _run_batch(self, batch: list[Job]) -> None:
+        """Several jobs in one Pipeline.sample_batch; each job's step events carry its own rows."""
+        jobs = []
+        for job in batch:
+            if job.cancelled.is_set() or not job.future.set_running_or_notify_cancel():
+                self.counts["cancelled"] += 1
+            else:
+                jobs.append(job)
+        if len(jobs) <= 1:
+            for job in jobs:  # already running: generate it as any single job
+                self._run_started(job)
+            return
+        rows, at = [], 0
+        for job in jobs:
+            rows.append((at, at + job.request.n))
+            at += job.request.n
+        live = set(range(len(jobs)))
+        self.running, self.batch, start = jobs[0], jobs, time.perf_counter()
+
+        def on_step(step: Step) -> None:
+            for i in sorted(live):
+                job, (a, b) = jobs[i], rows[i]
+                if job.cancelled.is_set():  # answered now; its rows finish unseen
+                    live.discard(i)
+                    self.counts["cancelled"] += 1
+                    job.future.set_exception(JobCancelled("the client went away"))
+                elif job.on_step is not None:
+                    job.on_step(Step(step.index, step.total, step.x[a:b], step.sigma, step.sigma_next,
+                                     step.denoised[a:b]))
+            if not live:
+                raise JobCancelled("every client in the batch went away")
+
+        try:
+            x = jobs[0].pipe.sample_batch([j.request for j in jobs], callback=on_step)
+        except JobCancelled:
+            pass  # every job was answered as it was cancelled
+        except Exception as e:  # every job still waiting hears of it
+            for i in live:
+                self.counts["failed"] += 1
+                jobs[i].future.set_exception(e)
+        else:
+            for i in sorted(live):
+                job, (a, b) = jobs[i], rows[i]
+                self.counts["done"] += 1
+                job.future.set_result(job.pipe.to_images(job.request, x[a:b]))
+            self.batches[len(jobs)] += 1
+            self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * (time.perf_counter() - start) / len(jobs)
+        finally:
+            self.running, self.batch = None, []
+
+    def _run_started(self, job: Job) -> None:
+        """_run() for a job whose future is already marked running."""
         self.running, start = job, time.perf_counter()
         try:
             images = job.pipe.generate(job.request, callback=lambda step: self._step(job, step))
         except JobCancelled as e:
             self.counts["cancelled"] += 1
             job.future.set_exception(e)
-        except Exception as e:  # handed to whoever waits: a DiffuseError becomes a 400, anything else a 500
+        except Exception as e:
             self.counts["failed"] += 1
             job.future.set_exception(e)
         else:
             self.counts["done"] += 1
+            self.batches[1] += 1
             self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * (time.perf_counter() - start)
             job.future.set_result(images)
         finally:

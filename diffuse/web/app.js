@@ -240,7 +240,7 @@ function loadImage(src) {
 }
 
 // "Made by": what an uploaded image says about where it came from (POST /v1/diffuse/inspect):
-// the parameters it records and whether its content credentials (C2PA) hold.
+// the parameters it records, whether its content credentials (C2PA) hold, and its watermark.
 async function madeBy(file) {
   const panel = $("made-by"), form = new FormData();
   form.append("image", file, file.name);
@@ -270,6 +270,13 @@ function describeOrigin(r) {
     if (r.recreate && r.recreate.command) lines.push(`Make it again: ${r.recreate.command}`);
   } else {
     lines.push("No diffuse parameters: not made by diffuse, or its metadata was removed.");
+  }
+  const w = r.watermark;
+  if (w && w.found) {
+    lines.push(`Watermark: found, model ${w.model}'s start-noise mark (${w.agree} of ${w.signs} signs agree; ` +
+               `chance on an unmarked image ${w.p_value.toExponential(0)}).`);
+  } else if (w) {
+    lines.push(`Watermark: not found by ${w.tried.join(", ")} (best ${w.agree} of ${w.signs} signs).`);
   }
   return lines.join("\n");
 }

@@ -1,0 +1,118 @@
+"""The worker's batching (issue 21): waiting jobs with the same settings share network passes and
+each still gets exactly its own images, its own step events, and its own cancellation."""
+
+import time
+from collections import Counter
+
+import pytest
+from conftest import HeldPipeline
+
+from diffuse.errors import DiffuseError
+from diffuse.pipeline import GenerateRequest, Pipeline
+from diffuse.worker import Job, JobCancelled, Worker
+
+
+@pytest.fixture
+def held(tiny_model_dir):
+    pipe = HeldPipeline(Pipeline.load(tiny_model_dir))
+    pipe.gate.clear()  # the first job holds the worker until the test has queued the rest
+    return pipe
+
+
+def started(worker: Worker, job: Job) -> None:
+    deadline = time.monotonic() + 30
+    while worker.running is not job:
+        assert time.monotonic() < deadline, "the first job did not start"
+        time.sleep(0.01)
+
+
+def pixels(images) -> list[bytes]:
+    return [im.tobytes() for im in images]
+
+
+def test_jobs_with_the_same_settings_share_a_batch_and_get_their_own_images(held, tiny_model_dir):
+    worker = Worker(8, max_batch=8)
+    try:
+        first = worker.submit(Job(GenerateRequest("a red circle", seed=1, steps=3), held))
+        started(worker, first)
+        requests = [GenerateRequest("a blue square", n=2, seed=10, steps=3),
+                    GenerateRequest("a green star", seed=20, steps=3, negative_prompt="red"),
+                    GenerateRequest("a cross", seed=30, steps=5)]  # other steps: cannot join
+        jobs = [worker.submit(Job(r, held)) for r in requests]
+        held.gate.set()
+        results = [j.future.result(timeout=60) for j in jobs]
+        alone = Pipeline.load(tiny_model_dir)
+        for request, images in zip(requests, results):
+            assert pixels(images) == pixels(alone.generate(request))
+            assert [im.info["diffuse"] for im in images] == [im.info["diffuse"] for im in alone.generate(request)]
+        assert worker.batches == Counter({1: 2, 2: 1}) and worker.counts["done"] == 4
+    finally:
+        worker.stop()
+
+
+def test_each_job_of_a_batch_sees_its_own_rows_and_may_leave(held):
+    worker = Worker(8, max_batch=8)
+    try:
+        first = worker.submit(Job(GenerateRequest("a red circle", seed=1, steps=2), held))
+        started(worker, first)
+        seen = {"a": [], "b": []}
+        a = Job(GenerateRequest("a blue square", n=3, seed=5, steps=6), held,
+                on_step=lambda step: seen["a"].append(tuple(step.x.shape)))
+        b = Job(GenerateRequest("a pink star", seed=9, steps=6), held)
+
+        def leave(step):
+            seen["b"].append(step.index)
+            if step.index == 1:
+                b.cancel()
+        b.on_step = leave
+        worker.submit(a)
+        worker.submit(b)
+        held.gate.set()
+        assert len(a.future.result(timeout=60)) == 3
+        with pytest.raises(JobCancelled):
+            b.future.result(timeout=60)
+        assert seen["a"] == [(3, 3, 32, 32)] * 6 and seen["b"] == [0, 1]
+        assert worker.batches[2] == 1 and worker.counts["cancelled"] == 1
+    finally:
+        worker.stop()
+
+
+def test_a_batch_stops_when_every_job_has_left(held):
+    worker = Worker(8, max_batch=8)
+    try:
+        first = worker.submit(Job(GenerateRequest("a red circle", seed=1, steps=2), held))
+        started(worker, first)
+        jobs = [Job(GenerateRequest("a blue square", seed=s, steps=50), held) for s in (3, 4)]
+        for j in jobs:
+            j.on_step = lambda step, j=j: j.cancel()
+            worker.submit(j)
+        held.gate.set()
+        for j in jobs:
+            with pytest.raises(JobCancelled):
+                j.future.result(timeout=60)
+        assert worker.counts["cancelled"] == 2 and 2 not in worker.batches
+    finally:
+        worker.stop()
+
+
+def test_edits_and_big_jobs_run_alone(held, tiny_model_dir):
+    from PIL import Image
+    worker = Worker(8, max_batch=4)
+    try:
+        first = worker.submit(Job(GenerateRequest("a red circle", seed=1, steps=2), held))
+        started(worker, first)
+        init = Image.new("RGB", (32, 32), (200, 30, 30))
+        jobs = [worker.submit(Job(GenerateRequest("a blue square", seed=2, steps=2, init_image=init), held)),
+                worker.submit(Job(GenerateRequest("a blue square", seed=3, steps=2), held)),
+                worker.submit(Job(GenerateRequest("a blue square", n=4, seed=4, steps=2), held))]  # no room
+        held.gate.set()
+        for j in jobs:
+            j.future.result(timeout=60)
+        assert worker.batches == Counter({1: 4})
+    finally:
+        worker.stop()
+
+
+def test_max_batch_must_be_positive():
+    with pytest.raises(DiffuseError, match="max batch"):
+        Worker(4, max_batch=0)
