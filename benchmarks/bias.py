@@ -88,7 +88,8 @@ def shapes_bias(n: int) -> None:
 # ----------------------------------------------------------------------------- emoji
 
 def tone_of(name: str) -> str:
-    for t in reversed(TONES[1:]):  # "medium-dark" before "dark"
+    # The compound tones first: "dark skin tone" is also the end of "medium-dark skin tone".
+    for t in ("medium-light", "medium-dark", "light", "medium", "dark"):
         if f"{t} skin tone" in name:
             return t
     return "none"

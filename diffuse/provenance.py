@@ -60,10 +60,11 @@ def recorded_model_dirs(path: str | Path) -> list[str]:
     """The checkpoint folder an image's parameters name, when it is a folder here (bundled
     models are candidates anyway); nothing for a file that cannot be read."""
     try:
-        img = Image.open(path)
+        with Image.open(path) as img:
+            text = {k: v for k, v in img.info.items() if isinstance(k, str) and isinstance(v, str)}
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return []
-    params = recorded_parameters({k: v for k, v in img.info.items() if isinstance(k, str) and isinstance(v, str)})
+    params = recorded_parameters(text)
     first = (params.get("images") or [params])[0] if params else {}
     name = first.get("model") if isinstance(first, dict) else None
     from .checkpoint import CONFIG_FILE
