@@ -41,6 +41,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .copies import binomial_tail
 from .schedules import SIGMA_MAX, SIGMA_MIN
 
 GRID = 8                # blocks per side, per channel
@@ -151,12 +152,7 @@ def p_value(agree: int, n: int, tried: int = NONCES) -> float:
 
 def chance_of(agree: int, n: int) -> float:
     """P(at least `agree` of n fair coin flips agree): the mark's false-positive chance."""
-    if agree <= 0:
-        return 1.0
-    log_terms = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
-                 for k in range(agree, n + 1)]
-    top = max(log_terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms))
+    return binomial_tail(agree, n, 0.5)
 
 
 def decode_payload(z: torch.Tensor, nonce: int, key: str = DEFAULT_KEY) -> torch.Tensor:
