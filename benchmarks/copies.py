@@ -33,7 +33,8 @@ import torch
 
 from diffuse.copies import TrainingSet, copies_picture, find_copies, generate_from_captions, reader_for, training_set
 from diffuse.data import as_saved, load_shapes
-from diffuse.pipeline import Pipeline, save_png
+from diffuse.export import save_png
+from diffuse.pipeline import Pipeline
 
 SETTINGS = dict(steps=20, sampler="dpmpp_2m", schedule="karras", guidance=2.0)
 # The memorising run: the defaults of 2026-12-04 written out, on 64 shapes.
@@ -57,11 +58,13 @@ def measure(name: str, pipe: Pipeline, n: int, out: Path, generated=None, names=
     reader = reader_for(pipe.config, train, lambda m: print(m, file=sys.stderr))
     t0 = time.monotonic()
     if generated is None:
-        generated, names, _ = generate_from_captions(pipe, train, n, seed=0, **SETTINGS)
+        generated, names, made_by = generate_from_captions(pipe, train, n, seed=0, **SETTINGS)
+    else:  # drawn by the caller (real images): named, made by no model
+        made_by = [{"file": name} for name in names]
     report = find_copies(generated, names, train, reader)
     report.update(row=name, model=pipe.name, settings=SETTINGS, seconds=round(time.monotonic() - t0, 1))
     (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    save_png(copies_picture(report, generated, train), out / f"{name}.png")
+    save_png(copies_picture(report, generated, train, made_by), out / f"{name}.png")
     print(row(name, report), flush=True)
     return report
 

@@ -91,6 +91,7 @@ def _add_train(sub):
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out exactly where it stopped, with its own settings unless given")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_credentials(p)  # the preview grids
     p.epilog = ("Ctrl-C stops at the end of the current step and saves (a second Ctrl-C stops at once). "
                 "Under torchrun (e.g. torchrun --nproc_per_node=2 -m diffuse train ...) every process trains on its "
                 "own share of each global batch and only rank 0 writes; see docs/scaling.md.")
@@ -474,7 +475,7 @@ def cmd_train(a) -> None:
         cfg = resume_config(a.out, a.data, **given, **machine)
     else:
         cfg = TrainConfig(data=a.data, out=a.out, **{k: v for k, v in given.items() if v is not None}, **machine)
-    out = train(cfg)
+    out = train(cfg, exporter(a).credentials if cfg.preview_every else None)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"saved {out}")
 
@@ -521,21 +522,23 @@ def load_pipeline(a, local_rank: int = 0, model: str | None = None):
     return pipe
 
 
-def signing_credentials(a):
-    """The content credentials the command's PNGs are signed with, checked now (a bad key is an
-    error before any image is made), or None with --no-credentials."""
+def exporter(a):
+    """The one way the command's pictures leave (export.py): signed with the content credentials
+    the options name, checked now (a bad key is an error before any image is made), or unsigned
+    with --no-credentials."""
+    from .export import Exporter
     if a.no_credentials:
-        return None
+        return Exporter(None)
     from .credentials import load_credentials
-    return load_credentials(a.c2pa_cert, a.c2pa_key)
+    return Exporter(load_credentials(a.c2pa_cert, a.c2pa_key))
 
 
-def run_request(a, req, extra_info: dict | None = None) -> None:
+def run_request(a, req, extra: dict | None = None) -> None:
     """Generate and write: everything is checked before the first file is written."""
-    credentials = signing_credentials(a)
+    export = exporter(a)
     pipe = load_pipeline(a)
     paths, grid_path = output_paths(a.out, req.seeds, req.prompt)
-    write_images(pipe, req, paths, grid_path if a.grid else None, extra_info, credentials)
+    write_images(pipe, req, paths, grid_path if a.grid else None, export, extra)
 
 
 def emit(path) -> None:
@@ -545,23 +548,21 @@ def emit(path) -> None:
     sys.stdout.flush()
 
 
-def write_images(pipe, req, paths: list[Path], grid_path: Path | None, extra_info: dict | None = None,
-                 credentials=None) -> None:
-    from .pipeline import image_grid, save_png
+def write_images(pipe, req, paths: list[Path], grid_path: Path | None, export, extra: dict | None = None) -> None:
+    """The request's images (and grid) written by `export`, each recording `extra` beside its
+    parameters (what only the command knows, e.g. an outpainting's margins)."""
+    from .pipeline import image_grid
     images = pipe.generate(req)
     if req.init_image is not None:
         print(f"{req.mode}: strength {req.effective_strength} runs {pipe.steps_run(req)} of {req.steps} steps",
               file=sys.stderr)
     for img, path in zip(images, paths):
-        if extra_info:
-            info = json.loads(img.info["diffuse"])
-            img.info["diffuse"] = json.dumps({**info, **extra_info})
-        save_png(img, path, credentials)
+        export.save(img, path, extra)
         emit(path)
     if grid_path is not None:
         grid = image_grid(images)
         grid.info.update(pipe.composite_metadata([(req, seed) for seed in req.seeds], picture="grid"))
-        save_png(grid, grid_path, credentials)
+        export.save(grid, grid_path, extra)
         emit(grid_path)
     note_prompt(pipe, req)
 
@@ -605,7 +606,7 @@ def generate_prompt_file(a) -> None:
     requests = requests_from_entries(entries, defaults, a.seed if a.seed is not None else 0)
     plans = [output_paths(a.out, req.seeds, req.prompt) for req in requests]
     check_distinct_outputs(entries, plans, a.grid)
-    credentials = signing_credentials(a)
+    export = exporter(a)
     pipe = load_pipeline(a, world.local_rank)
     for entry, req in zip(entries, requests):
         try:
@@ -614,7 +615,7 @@ def generate_prompt_file(a) -> None:
             raise DiffuseError(f"{entry.where}: {e}") from None
     for i in shard(len(requests), world):
         paths, grid_path = plans[i]
-        write_images(pipe, requests[i], paths, grid_path if a.grid else None, credentials=credentials)
+        write_images(pipe, requests[i], paths, grid_path if a.grid else None, export)
 
 
 def cmd_img2img(a) -> None:
@@ -652,12 +653,11 @@ def _png_path(out: str) -> Path:
 
 def cmd_explain(a) -> None:
     from . import explain
-    from .pipeline import save_png
     out = _png_path(a.out)
-    credentials = signing_credentials(a)
+    export = exporter(a)
     if a.what == "noise":
         img = explain.noise_strip(open_image(a.image), a.sigmas or explain.DEFAULT_NOISE_SIGMAS, a.size, a.seed)
-        save_png(img, out, credentials)
+        export.save(img, out)
         print(out)
         return
     pipe = load_pipeline(a)
@@ -665,11 +665,8 @@ def cmd_explain(a) -> None:
         req = request_from_args(a)
         note_prompt(pipe, req)
         strip, frames = explain.denoise_strip(pipe, req)
-        save_png(strip, out, credentials)
-        explain.save_gif(frames, out.with_suffix(".gif"))
-        if credentials is not None:  # the GIF holds no parameters of its own: it is signed with the strip's
-            from .credentials import sign_file
-            sign_file(out.with_suffix(".gif"), credentials, json.loads(strip.info["diffuse"]))
+        export.save(strip, out)
+        export.gif(frames, out.with_suffix(".gif"), json.loads(strip.info["diffuse"]))  # the strip's parameters
         print(out)
         print(out.with_suffix(".gif"))
     elif a.what == "guidance":
@@ -677,12 +674,12 @@ def cmd_explain(a) -> None:
             raise DiffuseError("guidance scales must be >= 0")
         req = request_from_args(a)
         note_prompt(pipe, req)
-        save_png(explain.guidance_row(pipe, req, a.scales), out, credentials)
+        export.save(explain.guidance_row(pipe, req, a.scales), out)
         print(out)
     elif a.what == "copies":
         if a.rows < 1:
             raise DiffuseError("--rows must be at least 1")
-        save_png(run_copies(a, pipe, picture_rows=a.rows), out, credentials)
+        export.save(run_copies(a, pipe, picture_rows=a.rows), out)
         print(out)
     elif a.what == "styles":
         styles = [w.strip() for w in a.styles.split(",") if w.strip()] if a.styles else explain.model_styles(pipe)
@@ -693,7 +690,7 @@ def cmd_explain(a) -> None:
         for subject in a.subjects:
             for style in styles:
                 note_prompt(pipe, GenerateRequest(f"{subject}, {style} style"))
-        save_png(explain.style_grid(pipe, a.subjects, styles, a.seed, a.steps), out, credentials)
+        export.save(explain.style_grid(pipe, a.subjects, styles, a.seed, a.steps), out)
         print(out)
     else:
         if len(a.prompts) < 2:
@@ -702,7 +699,7 @@ def cmd_explain(a) -> None:
         GenerateRequest(a.prompts[0], n=a.num, seed=a.seed, steps=a.steps)  # validates the numbers
         for prompt in a.prompts:
             note_prompt(pipe, GenerateRequest(prompt))
-        save_png(explain.prompt_grid(pipe, a.prompts, a.num, a.seed, a.steps), out, credentials)
+        export.save(explain.prompt_grid(pipe, a.prompts, a.num, a.seed, a.steps), out)
         print(out)
 
 
@@ -811,25 +808,26 @@ def run_copies(a, pipe, picture_rows: int = 0):
     reader = reader_for(pipe.config, train, progress)
     if a.images:
         generated, names = load_image_files(a.images, train.images.shape[-1])
+        made_by = [{"file": name} for name in names]
     else:
         progress(f"generating {a.num} images from training captions")
-        generated, names, _ = generate_from_captions(pipe, train, a.num, a.seed, steps=a.steps, guidance=a.guidance)
+        generated, names, made_by = generate_from_captions(pipe, train, a.num, a.seed, steps=a.steps,
+                                                           guidance=a.guidance)
     report = find_copies(generated, names, train, reader, progress)
     report.update(model=pipe.name, model_hash=pipe.model_hash[:12], seed=a.seed, images=a.images,
                   steps=a.steps, guidance=a.guidance)
     print(format_report(report))
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
-    return copies_picture(report, generated, train, picture_rows) if picture_rows else None
+    return copies_picture(report, generated, train, made_by, picture_rows) if picture_rows else None
 
 
 def cmd_copies(a) -> None:
-    from .pipeline import save_png
     out = _png_path(a.picture) if a.picture else None
-    credentials = signing_credentials(a) if out else None
+    export = exporter(a) if out else None
     picture = run_copies(a, load_pipeline(a), picture_rows=8 if out else 0)
     if out:
-        save_png(picture, out, credentials)
+        export.save(picture, out)
         print(out)
 
 
@@ -864,7 +862,7 @@ def cmd_serve(a) -> None:
         raise DiffuseError("--keep and --keep-mb must be 0 (no limit) or more")
     limits = Limits(n=a.max_n, steps=a.max_steps, upload_bytes=int(a.max_upload_mb * 2 ** 20), keep=a.keep,
                     keep_bytes=int(a.keep_mb * 2 ** 20), body_seconds=a.body_timeout)
-    credentials = signing_credentials(a)
+    credentials = exporter(a).credentials  # checked before any model loads
     pipes = [load_pipeline(a, model=m) for m in serve_models(a.model)]
     app = create_app(pipes, output_dir=a.output_dir, api_key=api_key, queue_size=a.queue_size, limits=limits,
                      credentials=credentials, max_batch=a.max_batch)

@@ -32,6 +32,7 @@ test).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,9 +271,12 @@ def format_report(report: dict, rows: int = 10) -> str:
     return "\n".join(lines)
 
 
-def copies_picture(report: dict, generated: torch.Tensor, train: TrainingSet, rows: int = 8) -> Image.Image:
+def copies_picture(report: dict, generated: torch.Tensor, train: TrainingSet, made_by: list[dict],
+                   rows: int = 8) -> Image.Image:
     """The most copy-like generated images, each beside its three nearest training images in
-    pixels, labelled with distances (`diffuse explain copies`)."""
+    pixels, labelled with distances (`diffuse explain copies`); `made_by` holds each generated
+    image's parameters (Pipeline.metadata, or {"file": name} for an image read from a folder),
+    which the picture records with the training images it shows beside them."""
     from .explain import labelled_strip
     order = sorted(range(len(report["rows"])), key=lambda i: report["rows"][i]["pixels"]["ratio"])[:rows]
     tiles_, labels = [], []
@@ -281,7 +285,11 @@ def copies_picture(report: dict, generated: torch.Tensor, train: TrainingSet, ro
         tiles_.append([generated[i]] + [train.images[n["index"]] for n in r["pixels"]["nearest"]])
         labels.append([f"{'COPY' if r['near_copy'] else 'generated'}\nratio {r['pixels']['ratio']:.2f}"]
                       + [f"#{n['index']}\nd {n['distance']:.3f}" for n in r["pixels"]["nearest"]])
-    return labelled_strip(tiles_, labels)
+    picture = labelled_strip(tiles_, labels)
+    picture.info["diffuse"] = json.dumps({
+        "picture": "explain copies", "images": [made_by[i] for i in order], "data": train.summary.get("path") or train.summary.get("kind"),
+        "training_images": [[n["index"] for n in report["rows"][i]["pixels"]["nearest"]] for i in order]})
+    return picture
 
 
 def reader_for(config: dict, train: TrainingSet, progress: Callable[[str], None] | None = None):
@@ -312,4 +320,4 @@ def generate_from_captions(pipe, train: TrainingSet, n: int, seed: int, batch: i
     requests = [GenerateRequest(prompt=train.captions[j], n=1, seed=seed + i, **request_kw) for i, j in enumerate(pick)]
     images = torch.cat([pipe.sample_batch(requests[s:s + batch]) for s in range(0, len(requests), batch)]).cpu()
     names = [f"seed {r.seed}: {r.prompt}" for r in requests]
-    return as_saved(images), names, [{"prompt": r.prompt, "seed": r.seed} for r in requests]
+    return as_saved(images), names, [json.loads(pipe.metadata(r, r.seed)["diffuse"]) for r in requests]

@@ -37,6 +37,7 @@ IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 TRAINED = "trainedAlgorithmicMedia"                      # made by a trained model (text-to-image)
 COMPOSITE_TRAINED = "compositeWithTrainedAlgorithmicMedia"  # an input image edited by one (img2img, inpaint)
 COMPOSITE_SYNTHETIC = "compositeSynthetic"               # an input image with drawn noise, no model (explain noise)
+COMPOSITE = "composite"                                  # several images, AI-made or not (copies of a folder)
 GENERATION = "org.diffuse.generation"                    # our assertion: model, weights hash, parameters
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CERT_FILE, KEY_FILE = "cert.pem", "key.pem"              # in config_dir() / "c2pa"
@@ -299,8 +300,11 @@ def tiles(params: dict) -> list[dict]:
 
 def digital_source_type(params: dict) -> str:
     """What IPTC calls how the picture was made: by a trained model alone, by one from an input
-    image (the kept pixels may be a photograph), or from an input image with no model at all."""
+    image (the kept pixels may be a photograph), or from an input image with no model at all. A
+    copies picture shows training images beside what it checks: generated ones, or files."""
     shown = tiles(params)
+    if params.get("picture") == "explain copies":
+        return COMPOSITE_TRAINED if any("model" in t for t in shown) else COMPOSITE
     if not any("model" in t for t in shown):
         return COMPOSITE_SYNTHETIC
     return TRAINED if all(t.get("mode", "txt2img") == "txt2img" for t in shown) else COMPOSITE_TRAINED
@@ -313,31 +317,16 @@ def manifest(params: dict, mime: str = "image/png") -> dict:
     model, sha256 = first.get("model"), first.get("model_sha256")
     source = digital_source_type(params)
     how = {TRAINED: "from a text prompt", COMPOSITE_TRAINED: "from an input image and a text prompt",
-           COMPOSITE_SYNTHETIC: "an input image with drawn noise, by no model"}[source]
+           COMPOSITE_SYNTHETIC: "an input image with drawn noise, by no model",
+           COMPOSITE: "images from files beside their nearest training images"}[source]
+    if params.get("picture") == "explain copies" and source == COMPOSITE_TRAINED:
+        how = "from text prompts, beside their nearest training images"
     description = f"Made by diffuse's model {model!r} {how}" if model else f"Made by diffuse: {how}"
     action = {"action": "c2pa.created", "digitalSourceType": IPTC + source, "description": description,
               "softwareAgent": {"name": "diffuse", "version": __version__}}
     return {"claim_generator_info": [{"name": "diffuse", "version": __version__}], "format": mime,
             "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [action]}},
                            {"label": GENERATION, "data": {"model": model, "model_sha256": sha256, "parameters": params}}]}
-
-
-def sign_png(png: bytes, credentials: Credentials | None = None) -> bytes:
-    """A PNG (bytes) with content credentials from its own parameters, signed with `credentials`
-    (default: load_credentials())."""
-    return (credentials or load_credentials()).sign(png)
-
-
-def sign_file(path: str | Path, credentials: Credentials | None = None, params: dict | None = None) -> Path:
-    """Sign a PNG (or, with `params`, a GIF) file in place: the signed file replaces it at once."""
-    path = Path(path)
-    data = read_bytes(path, "image")
-    mime = "image/gif" if path.suffix.lower() == ".gif" else "image/png"
-    signed = (credentials or load_credentials()).sign(data, params, mime)
-    tmp = path.with_name(f".{path.name}.signing")
-    tmp.write_bytes(signed)
-    os.replace(tmp, path)
-    return path
 
 
 @dataclass(frozen=True)

@@ -141,10 +141,6 @@ def style_grid(pipe: Pipeline, subjects: list[str], styles: list[str], seed: int
     return grid
 
 
-def save_gif(frames: list[Image.Image], path: Path, ms: int = 250) -> None:
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms, loop=0)
-
-
 # ----------------------------------------------------------------------------- training curves
 
 def read_log(run_dir: str | Path) -> list[dict]:

@@ -5,19 +5,17 @@ HTTP server and the tests share. Every image carries its own seed and the parame
 it (PNG text metadata), so any image can be made again alone.
 """
 
-import io
 import json
 import re
 import secrets
 import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from .checkpoint import load_checkpoint, model_dir, model_name
 from .data import tensor_to_pil
@@ -30,8 +28,6 @@ from .samplers import SAMPLERS, STOCHASTIC, SeededNoise, Step, get_sampler
 from .schedules import SCHEDULES, SIGMA_MAX, SIGMA_MIN, get_sigmas
 from .watermark import GRID as MARK_GRID, VERSION as MARK_VERSION, codeword, mark_noise, nonce_of
 
-if TYPE_CHECKING:  # credentials.py imports c2pa and cryptography: only what signs pays for them
-    from .credentials import Credentials
 
 MAX_IMAGES, MAX_STEPS, MAX_GUIDANCE = 64, 1000, 100
 # The sampler a request gets when it names none. Inpainting re-noises the known region with fresh
@@ -265,7 +261,7 @@ class Pipeline:
                              [r.negative_prompt for r in requests for _ in range(r.n)], callback)
 
     def generate(self, request: GenerateRequest, callback: Callable[[Step], None] | None = None) -> list[Image.Image]:
-        """PIL images, each with its parameters in `image.info` (written by `save_png`)."""
+        """PIL images, each with its parameters in `image.info` (written by export.py)."""
         request = request.with_seed()
         return self.to_images(request, self.sample(request, callback))
 
@@ -324,34 +320,6 @@ class Pipeline:
     def steps_run(request: GenerateRequest) -> int:
         """Sampler steps that really run: image-to-image runs round(strength * steps) of them."""
         return round(request.effective_strength * request.steps)
-
-
-def png_info(image: Image.Image) -> PngInfo:
-    """The image's text metadata as PNG text chunks (PIL drops `info` unless told)."""
-    meta = PngInfo()
-    for k, v in image.info.items():
-        if isinstance(v, str):
-            meta.add_text(k, v)
-    return meta
-
-
-def save_png(image: Image.Image, path: str | Path, credentials: "Credentials | None" = None) -> Path:
-    """Write a PNG with the image's text metadata, and content credentials (C2PA) signed with
-    `credentials` when given."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if credentials is None:
-        image.save(path, pnginfo=png_info(image))
-    else:
-        path.write_bytes(png_bytes(image, credentials))
-    return path
-
-
-def png_bytes(image: Image.Image, credentials: "Credentials | None" = None) -> bytes:
-    """The PNG `save_png` would write, in memory (for base64 answers over HTTP)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=png_info(image))
-    return buf.getvalue() if credentials is None else credentials.sign(buf.getvalue())
 
 
 def recorded_prompt(image: Image.Image) -> str | None:

@@ -16,14 +16,15 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .credentials import (COMPOSITE_SYNTHETIC, COMPOSITE_TRAINED, TRAINED, WHAT_IT_PROVES, Claim, local_anchor,
-                          read_bytes, read_claim)
+from .credentials import (COMPOSITE, COMPOSITE_SYNTHETIC, COMPOSITE_TRAINED, TRAINED, WHAT_IT_PROVES, Claim,
+                          local_anchor, read_bytes, read_claim)
 from .errors import DiffuseError
 
 WATERMARK_SKIPPED = "not read (no model given to read it with)"
 SOURCE_MEANING = {TRAINED: "made by a generative AI model",
                   COMPOSITE_TRAINED: "an input image changed by a generative AI model",
                   COMPOSITE_SYNTHETIC: "an input image with synthetic parts added by an algorithm",
+                  COMPOSITE: "a composite of several images, any of which may or may not be made by AI",
                   "digitalCapture": "a capture by a camera or scanner"}
 INPUT, MASK = "INPUT.png", "MASK.png"  # what the re-create command calls the files an edit started from
 
@@ -46,6 +47,8 @@ def inspect_bytes(data: bytes, name: str, pipes: list | None = None) -> dict:
     claim = read_claim(data, anchors=local_anchor(), mime=Image.MIME.get(img.format, "image/png"))
     if params is None and claim is not None and claim.valid and isinstance(claim.parameters, dict):
         params, where = claim.parameters, "content credentials"  # a GIF has no text of ours: its manifest does
+    if params is None and img.format == "GIF" and isinstance(img.info.get("comment"), bytes):
+        params, where = recorded_parameters({"diffuse": img.info["comment"].decode("utf-8", "replace")}), "gif comment"
     mark = read_watermark(img, params, pipes)
     return {"file": name, "format": img.format, "width": img.width, "height": img.height,
             "parameters": params, "parameters_from": where if params is not None else None,
@@ -157,6 +160,8 @@ def recreate_picture(p: dict) -> tuple[list | None, str | None]:
         styles = list(dict.fromkeys(style.removesuffix(" style") for _, style in cells))
         return (["diffuse", "explain", "styles", *subjects, "--model", first["model"], "--styles", ",".join(styles),
                  "--seed", first["seed"], "--steps", first["steps"], *mark_args(first)], None)
+    if kind == "explain copies":
+        return None, "drawn by diffuse copies --picture (or diffuse explain copies): its -n and --seed are in the report"
     return None, f"no command draws a picture of kind {kind!r}"
 
 

@@ -28,7 +28,6 @@ none of them holds data (the schema does name the served models).
 """
 
 import asyncio
-import base64
 import dataclasses
 import io
 import json
@@ -58,8 +57,9 @@ from .explain import display
 from .editing import VARY_STRENGTH, has_transparency, open_image
 from . import openapi
 from .errors import DiffuseError
+from .export import Exporter
 from .pipeline import (DEFAULT_SAMPLER, INPAINT_SAMPLER, MAX_GUIDANCE, MAX_IMAGES, MAX_SEED, MAX_STEPS,
-                       GenerateRequest, Pipeline, png_bytes, recorded_prompt, save_png)
+                       GenerateRequest, Pipeline, recorded_prompt)
 from .samplers import SAMPLERS, Step
 from .worker import Job, JobCancelled, QueueFull, Worker
 
@@ -296,7 +296,7 @@ class Server:
 
     def __init__(self, pipes: list[Pipeline], output_dir: Path, limits: Limits, queue_size: int, credentials=None,
                  max_batch: int = 1):
-        self.credentials = credentials  # content credentials every answered image is signed with (None: unsigned)
+        self.export = Exporter(credentials)  # every answered image leaves through it (export.py)
         self.pipes = by_name(pipes)
         self.default = pipes[0].name
         self.output_dir, self.limits = Path(output_dir), limits
@@ -406,7 +406,7 @@ class Server:
         """Keep an image in the output folder under a random id (with its PNG metadata)."""
         image_id = secrets.token_hex(16)
         path = self.output_dir / f"{image_id}.png"
-        save_png(image, path, self.credentials)
+        self.export.save(image, path)
         with self._pruning:
             prune_outputs(self.output_dir, self.limits.keep, self.limits.keep_bytes, spare=path)
         return image_id
@@ -416,7 +416,7 @@ class Server:
         data = []
         for img in images:
             if response_format == "b64_json":
-                item = {"b64_json": base64.b64encode(png_bytes(img, self.credentials)).decode()}
+                item = {"b64_json": self.export.b64(img)}
             else:
                 image_id = self.save(img)
                 item = {"url": str(request.url_for("image_file", name=f"{image_id}.png"))}
@@ -480,18 +480,21 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
     return int(m[1]), int(m[2])
 
 
-def step_event(step: Step) -> dict:
+def step_event(step: Step, made_by: dict) -> dict:
     """A step for the stream: its index, noise level, and small pictures of the noisy image it
-    started from and of the model's guess of the clean one (the web page's "how it formed")."""
-    return {"index": step.index, "total": step.total, "sigma": step.sigma, "preview": data_url(step.denoised[0]),
-            "noisy": data_url(display(step.x[0], step.sigma))}
+    started from and of the model's guess of the clean one (the web page's "how it formed"),
+    each recording `made_by` (the first image's parameters) and what it shows."""
+    shown = {"picture": "preview", "step": step.index, "of": step.total, "sigma": float(step.sigma), "images": [made_by]}
+    return {"index": step.index, "total": step.total, "sigma": step.sigma,
+            "preview": preview_url(step.denoised[0], {**shown, "shows": "denoised"}),
+            "noisy": preview_url(display(step.x[0], step.sigma), {**shown, "shows": "noisy"})}
 
 
-def data_url(x: "torch.Tensor") -> str:
-    """A [-1, 1] image as a PNG data: URL no larger than PREVIEW_SIDE."""
+def preview_url(x: "torch.Tensor", params: dict) -> str:
+    """A [-1, 1] image as a PNG data: URL no larger than PREVIEW_SIDE, recording `params`."""
     picture = tensor_to_pil(x)
     picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    return "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode()
+    return Exporter.preview(picture, params)
 
 
 def sse(event: str, data: dict) -> str:
@@ -634,7 +637,8 @@ def create_app(models: Model | list[Model], *, output_dir: str | Path, api_key: 
     `queue_size` jobs may wait behind the running one before requests get 429; waiting
     text-to-image jobs with the same settings run together, up to `max_batch` images (worker.py). With
     `credentials` (diffuse.credentials), every image answered, by url or b64_json, carries a signed
-    C2PA manifest; the step previews of the stream are pictures of work in progress and do not."""
+    C2PA manifest; the step previews of the stream carry their parameters but no signature
+    (export.py says why)."""
     models = models if isinstance(models, (list, tuple)) else [models]
     pipes = [m if isinstance(m, Pipeline) else Pipeline.load(m) for m in models]
     server = Server(pipes, Path(output_dir), limits, queue_size, credentials, max_batch)
@@ -800,7 +804,9 @@ def watch(job: Job) -> asyncio.Queue:
     """The job's steps as stream events in an asyncio queue, then None when it ends (set before
     the job is queued: the worker may start it at once)."""
     loop, events = asyncio.get_running_loop(), asyncio.Queue()
-    job.on_step = lambda step: loop.call_soon_threadsafe(events.put_nowait, step_event(step))
+    r = job.request
+    made_by = json.loads(job.pipe.metadata(r, r.seed)["diffuse"])
+    job.on_step = lambda step: loop.call_soon_threadsafe(events.put_nowait, step_event(step, made_by))
     job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
     return events
 

@@ -304,9 +304,11 @@ class ModelLoss(nn.Module):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, world: World = World(), device: str | None = None):
-        """One process's share of a run; `world` and `device` come from torchrun via train()."""
-        self.cfg, self.world = cfg, world
+    def __init__(self, cfg: TrainConfig, world: World = World(), device: str | None = None, credentials=None):
+        """One process's share of a run; `world` and `device` come from torchrun via train();
+        the preview grids are signed with `credentials` (diffuse.credentials; None: unsigned)."""
+        from .export import Exporter
+        self.cfg, self.world, self.export = cfg, world, Exporter(credentials)
         self.device = device or resolve_device(cfg.device, world.local_rank)
         self.out = Path(cfg.out)
         self._finish_killed_saves()
@@ -439,12 +441,12 @@ class Trainer:
     def preview(self) -> None:
         from .pipeline import GenerateRequest, Pipeline, image_grid
         prompts = list(dict.fromkeys(self.data.captions))[:4]
-        pipe = Pipeline(self.ema)
-        images = []
-        for p in prompts:
-            images += pipe.generate(GenerateRequest(prompt=p, n=4, seed=0, steps=16))
-        (self.out / "previews").mkdir(exist_ok=True)
-        image_grid(images, cols=4).save(self.out / "previews" / f"step_{self.step:07d}.png")
+        pipe = Pipeline(self.ema, name=str(self.out))
+        requests = [GenerateRequest(prompt=p, n=4, seed=0, steps=16) for p in prompts]
+        grid = image_grid([img for r in requests for img in pipe.generate(r)], cols=4)
+        grid.info.update(pipe.composite_metadata([(r, s) for r in requests for s in r.seeds],
+                                                 picture="training preview", step=self.step))
+        self.export.save(grid, self.out / "previews" / f"step_{self.step:07d}.png")
         (self.out / "previews" / "prompts.txt").write_text("\n".join(prompts) + "\n")
 
     # -------------------------------------------------------------- the loop
@@ -630,10 +632,11 @@ class Trainer:
         return self.out
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train in this process, or in this process's share of a torchrun job."""
+def train(cfg: TrainConfig, credentials=None) -> Path:
+    """Train in this process, or in this process's share of a torchrun job; previews are signed
+    with `credentials` (None: unsigned)."""
     world = World.from_env()
     device = resolve_device(cfg.device, world.local_rank)
     use_device(device)
     with process_group(world, device):
-        return Trainer(cfg, world, device).run()
+        return Trainer(cfg, world, device, credentials).run()

@@ -164,6 +164,9 @@ def test_edit_commands(tiny_model_dir, picture, tmp_path, capsys):
     code, out, err = run(["outpaint", picture, "a red circle"] + m + ["--right", 16, "--out", tmp_path / "c.png"], capsys)
     c = Image.open(tmp_path / "c.png")
     assert code == 0 and c.size == (48, 32) and json.loads(c.text["diffuse"])["outpaint"]["right"] == 16
+    from diffuse.credentials import read_claim
+    claim = read_claim((tmp_path / "c.png").read_bytes())  # the margins are signed with the rest
+    assert claim.valid and claim.parameters["outpaint"]["right"] == 16
     assert c.convert("RGB").crop((0, 0, 32, 32)).tobytes() == src.tobytes()
     code, out, err = run(["vary", picture] + m + ["-n", 2, "--out", tmp_path / "v"], capsys)
     assert code == 0 and len(out.split()) == 2

@@ -96,6 +96,19 @@ def test_cli_copies_reports_and_draws(tiny_model_dir, tmp_path, capsys):
     assert len(report["rows"][0]["pixels"]["nearest"]) == 3
 
 
+def test_copies_picture_records_what_it_shows_and_is_signed(tiny_model_dir, tmp_path):
+    from PIL import Image
+    from diffuse.credentials import COMPOSITE_TRAINED, read_claim
+    out = tmp_path / "copies.png"
+    assert main(["explain", "copies", "--model", str(tiny_model_dir), "-n", "4", "--steps", "2", "--rows", "2",
+                 "--out", str(out)]) == 0
+    params = json.loads(Image.open(out).text["diffuse"])
+    assert params["picture"] == "explain copies" and len(params["images"]) == 2
+    assert all(len(t) == 3 for t in params["training_images"]) and params["images"][0]["steps"] == 2
+    claim = read_claim(out.read_bytes())  # training images beside generated ones: a composite, said so
+    assert claim.valid and claim.digital_source_type == COMPOSITE_TRAINED
+
+
 def test_cli_copies_of_a_folder_of_training_images_says_copies(tiny_model_dir, tmp_path, capsys):
     from diffuse.data import tensor_to_pil
     train = training_set(Pipeline.load(tiny_model_dir).config)

@@ -13,9 +13,9 @@ from PIL import Image
 
 from diffuse.credentials import (COMPOSITE_SYNTHETIC, COMPOSITE_TRAINED, TRAINED, Credentials, create_local_key,
                                  digital_source_type, load_credentials, local_anchor, local_key_dir, make_local_chain,
-                                 read_claim, sign_file, sign_png)
+                                 read_claim)
 from diffuse.errors import DiffuseError
-from diffuse.pipeline import png_bytes, save_png
+from diffuse.export import Exporter, save_png
 
 PARAMS = {"prompt": "a red circle", "mode": "txt2img", "model": "shapes", "model_hash": "ab" * 6,
           "model_sha256": "ab" * 32, "seed": 5, "steps": 2}
@@ -48,7 +48,7 @@ def rewrite_chunk(png: bytes, kind: bytes, change) -> bytes:
 
 def test_sign_and_read_round_trip_keeps_pixels_and_text():
     img = generated_image()
-    signed = png_bytes(img, load_credentials())
+    signed = Exporter(load_credentials()).png(img)
     claim = read_claim(signed)
     assert claim.valid and not claim.problems and not claim.trusted  # no anchor given: nobody vouches for the key
     assert claim.digital_source_type == TRAINED and claim.model == "shapes" and claim.model_sha256 == "ab" * 32
@@ -62,7 +62,7 @@ def test_sign_and_read_round_trip_keeps_pixels_and_text():
 
 
 def test_a_changed_pixel_or_text_chunk_reads_invalid():
-    signed = png_bytes(generated_image(), load_credentials())
+    signed = Exporter(load_credentials()).png(generated_image())
 
     def flip_pixel(idat):
         raw = bytearray(zlib.decompress(idat))
@@ -78,11 +78,11 @@ def test_a_changed_pixel_or_text_chunk_reads_invalid():
     resaved = io.BytesIO()
     Image.open(io.BytesIO(signed)).save(resaved, format="PNG")  # re-encoding drops the manifest: nothing to claim
     assert read_claim(resaved.getvalue()) is None
-    assert read_claim(png_bytes(generated_image())) is None
+    assert read_claim(Exporter().png(generated_image())) is None
 
 
 def test_a_damaged_manifest_reads_invalid_not_a_traceback():
-    signed = png_bytes(generated_image(), load_credentials())
+    signed = Exporter(load_credentials()).png(generated_image())
     damaged = rewrite_chunk(signed, b"caBX", lambda d: d[:1500] + bytes([d[1500] ^ 0xFF]) + d[1501:])
     claim = read_claim(damaged)
     assert claim is not None and not claim.valid and claim.problems
@@ -122,7 +122,7 @@ def test_a_key_from_the_environment_or_arguments_is_used(tmp_path, monkeypatch, 
     monkeypatch.setenv("DIFFUSE_C2PA_KEY", str(key))
     creds = load_credentials()
     assert creds.cert_pem == cert.read_bytes() and creds.key_pem == key.read_bytes()
-    signed = png_bytes(generated_image(), creds)
+    signed = Exporter(creds).png(generated_image())
     claim = read_claim(signed, anchors=local_anchor())
     assert claim.valid and not claim.trusted  # another key than this computer's own
     other_cert, other_key = write_chain(tmp_path / "other")
@@ -138,14 +138,12 @@ def test_edits_and_pictures_name_their_own_source_type():
     assert digital_source_type({"picture": "explain noise", "seed": 0}) == COMPOSITE_SYNTHETIC  # no model drew it
 
 
-def test_save_png_signs_and_sign_file_signs_a_gif(tmp_path):
+def test_save_png_signs_and_the_exporter_signs_a_gif(tmp_path):
     creds = load_credentials()
     path = save_png(generated_image(), tmp_path / "a.png", creds)
     assert read_claim(path.read_bytes()).valid
     assert read_claim(save_png(generated_image(), tmp_path / "b.png").read_bytes()) is None
-    gif = tmp_path / "c.gif"
-    generated_image().save(gif)
-    sign_file(gif, creds, PARAMS)
+    gif = Exporter(creds).gif([generated_image(), Image.new("RGB", (32, 32))], tmp_path / "c.gif", PARAMS)
     claim = read_claim(gif.read_bytes(), mime="image/gif")
     assert claim.valid and claim.parameters == PARAMS
 
@@ -195,7 +193,7 @@ def test_bad_keys_and_images_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFUSE_C2PA_CERT", str(cert))
     assert "set both" in one_line_error(load_credentials)
     creds = Credentials(cert.read_bytes(), key.read_bytes())
-    assert "not a PNG" in one_line_error(lambda: sign_png(b"GIF89a and more", creds))
+    assert "not a PNG" in one_line_error(lambda: creds.sign(b"GIF89a and more"))
     plain = io.BytesIO()
     Image.new("RGB", (4, 4)).save(plain, format="PNG")
-    assert "records no diffuse parameters" in one_line_error(lambda: sign_png(plain.getvalue(), creds))
+    assert "records no diffuse parameters" in one_line_error(lambda: creds.sign(plain.getvalue()))

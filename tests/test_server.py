@@ -141,6 +141,9 @@ def test_stream_reports_every_step_then_the_images(client):
     assert all(a["sigma"] > b["sigma"] for a, b in zip(steps, steps[1:]))
     preview = Image.open(io.BytesIO(base64.b64decode(steps[0]["preview"].split(",", 1)[1])))
     assert preview.size == (32, 32)
+    shown = json.loads(preview.text["diffuse"])  # a preview says what it shows and what made it
+    assert shown["picture"] == "preview" and shown["step"] == 0 and shown["shows"] == "denoised"
+    assert shown["images"][0]["seed"] == events[0][1]["seed"] and shown["images"][0]["prompt"] == "a red circle"
     # the noisy image each step starts from: static at first (sigma 80), nearly the result at the end
     noisy = [np.asarray(Image.open(io.BytesIO(base64.b64decode(s["noisy"].split(",", 1)[1]))), float) for s in steps]
     guess = [np.asarray(Image.open(io.BytesIO(base64.b64decode(s["preview"].split(",", 1)[1]))), float) for s in steps]

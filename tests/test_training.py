@@ -69,11 +69,16 @@ def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path)
         Trainer(tiny_config(tmp_path / "run", steps=4, resume=True, seed=9))
 
 
-def test_preview_grid_is_written(tmp_path):
-    Trainer(tiny_config(tmp_path / "run", steps=2, preview_every=2)).run()
+def test_preview_grid_is_written_with_its_parameters_and_signed(tmp_path):
     from PIL import Image
-    img = Image.open(tmp_path / "run" / "previews" / "step_0000002.png")
+    from diffuse.credentials import load_credentials, read_claim
+    Trainer(tiny_config(tmp_path / "run", steps=2, preview_every=2), credentials=load_credentials()).run()
+    path = tmp_path / "run" / "previews" / "step_0000002.png"
+    img = Image.open(path)
     assert img.size == (4 * 32, 4 * 32)
+    params = json.loads(img.text["diffuse"])
+    assert params["picture"] == "training preview" and params["step"] == 2 and len(params["images"]) == 16
+    assert read_claim(path.read_bytes()).valid
 
 
 def test_data_order_depends_only_on_position():

@@ -186,7 +186,7 @@ def test_after_a_run_its_steps_can_be_scrubbed_through(page):
 
 def test_an_uploaded_image_says_who_made_it(page, tiny_model_dir, tmp_path):
     from diffuse.credentials import load_credentials
-    from diffuse.pipeline import save_png
+    from diffuse.export import save_png
     made = tmp_path / "made.png"
     image, = Pipeline.load(tiny_model_dir)("a red circle", seed=12, steps=2)
     save_png(image, made, load_credentials())
