@@ -28,6 +28,7 @@ class UNetConfig:
     dropout: float = 0.0                          # dropout inside residual blocks
     patch_size: int = 1                           # pixels folded into channels before the first level
     coords: bool = False                          # two input channels holding each pixel's (x, y) in [-1, 1]
+    guidance_input: bool = False                  # the guidance scale is an input (a distilled student)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,6 +188,10 @@ class UNet(nn.Module):
         ch, emb_dim = cfg.channels, 4 * cfg.channels
         self.emb = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.text_emb = nn.Linear(cfg.text_width, emb_dim)
+        if cfg.guidance_input:  # Meng et al. 2023: the scale w embedded like the noise level, added to it;
+            self.guidance_emb = nn.Linear(ch, emb_dim)  # zero at first, so a student starts as its teacher's
+            nn.init.zeros_(self.guidance_emb.weight)    # conditional model
+            nn.init.zeros_(self.guidance_emb.bias)
         # Patching (Hoogeboom et al. 2023, "simple diffusion", sec. 3.3): fold p x p pixels into
         # channels so the first level runs at 1/p the resolution, p^2 times cheaper.
         p2 = cfg.patch_size ** 2
@@ -228,6 +233,11 @@ class UNet(nn.Module):
         emb = self.emb(noise_embedding(c_noise, self.cfg.channels).to(x.dtype))
         if cond is not None:
             emb = emb + self.text_emb(cond.pooled.to(x.dtype))
+        if self.cfg.guidance_input:
+            if cond is None or cond.guidance is None:
+                raise ValueError("this network takes the guidance scale as input: give it in cond.guidance")
+            # w / 8 through the noise-level embedding: w in [0, 8] spans its lowest frequencies' useful range.
+            emb = emb + self.guidance_emb(noise_embedding(cond.guidance.reshape(-1) / 8, self.cfg.channels).to(x.dtype))
         emb = F.silu(emb)
         h = F.pixel_unshuffle(x, self.cfg.patch_size)
         if self.cfg.coords:

@@ -74,14 +74,19 @@ class Conditioning:
     tokens: torch.Tensor  # [B, T, width]
     mask: torch.Tensor    # [B, T], True where a real token is
     pooled: torch.Tensor  # [B, width]
+    guidance: torch.Tensor | None = None  # [B]: the guidance scale, for a distilled student (distill.py)
 
     def cat(self, other: "Conditioning") -> "Conditioning":
+        if (self.guidance is None) != (other.guidance is None):
+            raise ValueError("cannot stack a conditioning with a guidance scale and one without")
+        guidance = None if self.guidance is None else torch.cat([self.guidance, other.guidance])
         return Conditioning(torch.cat([self.tokens, other.tokens]), torch.cat([self.mask, other.mask]),
-                            torch.cat([self.pooled, other.pooled]))
+                            torch.cat([self.pooled, other.pooled]), guidance)
 
     def repeat(self, n: int) -> "Conditioning":
+        guidance = None if self.guidance is None else self.guidance.repeat_interleave(n, 0)
         return Conditioning(self.tokens.repeat_interleave(n, 0), self.mask.repeat_interleave(n, 0),
-                            self.pooled.repeat_interleave(n, 0))
+                            self.pooled.repeat_interleave(n, 0), guidance)
 
 
 @dataclass(frozen=True)

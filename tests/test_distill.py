@@ -1,0 +1,168 @@
+"""Progressive distillation with guidance as an input (distill.py), against closed forms: the
+exact denoiser of a finite data set, whose probability-flow ODE ends on a data point."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from conftest import FiniteDenoiser
+from diffuse.denoiser import Denoiser
+from diffuse.distill import (ddim_step, distillation_loss, guided, halvings, heun_solve, rho_grid, student_fn,
+                             student_target, teacher_of_next_student)
+from diffuse.networks import UNet, UNetConfig
+from diffuse.schedules import SIGMA_MAX
+from diffuse.text_encoder import Conditioning
+
+
+def points(k=6, shape=(3, 4, 4), seed=0):
+    return torch.rand((k, *shape), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def blank_cond(b: int, width: int = 32, guidance=None) -> Conditioning:
+    return Conditioning(torch.zeros(b, 1, width), torch.ones(b, 1, dtype=torch.bool), torch.zeros(b, width), guidance)
+
+
+def test_rho_grid_runs_to_zero_and_halves_exactly():
+    g4, g8 = rho_grid(4), rho_grid(8)
+    assert g4[0] == SIGMA_MAX and g4[-1] == 0 and len(g4) == 5 and bool((g4[:-1] > g4[1:]).all())
+    assert torch.allclose(g8[::2], g4, rtol=1e-12, atol=0)  # every student's grid is in its teacher's
+    assert halvings(32, 4) == [32, 16, 8, 4]
+    with pytest.raises(ValueError):
+        halvings(12, 4)
+
+
+def test_ddim_is_exact_for_one_point_and_heun_agrees():
+    y = points(1)
+    exact = FiniteDenoiser(y)
+    x = y + 7.0 * torch.randn((3, *y.shape[1:]), generator=torch.Generator().manual_seed(1))
+    s, s_next = torch.full((3,), 7.0), torch.tensor([2.0, 0.5, 0.0])
+    one = ddim_step(x, exact(x, s), s, s_next)
+    assert torch.allclose(one, y + (s_next / s).reshape(-1, 1, 1, 1) * (x - y), atol=1e-6)
+    assert torch.allclose(heun_solve(exact, x, s, s_next, None, 3), one, atol=1e-5)
+
+
+def test_target_inverts_the_step():
+    g = torch.Generator().manual_seed(2)
+    x, xt, x0 = (torch.randn(5, 3, 4, 4, generator=g) for _ in range(3))
+    s, s_next = torch.rand(5, generator=g) * 10 + 1, torch.rand(5, generator=g)
+    assert torch.allclose(ddim_step(x, student_target(x, xt, s, s_next), s, s_next), xt, atol=1e-5)
+    assert torch.allclose(student_target(x, ddim_step(x, x0, s, s_next), s, s_next), x0, atol=1e-4)
+    assert torch.equal(student_target(x, xt, s, torch.zeros(5)), xt)  # the last step's target: where the teacher ends
+
+
+def test_one_step_target_of_the_exact_teacher_is_a_data_point():
+    y = points(8)
+    exact = FiniteDenoiser(y)
+    x = SIGMA_MAX * torch.randn((64, *y.shape[1:]), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    s, s_next = torch.full((64,), SIGMA_MAX, dtype=torch.float64), torch.zeros(64, dtype=torch.float64)
+    target = student_target(x, heun_solve(exact, x, s, s_next, None, 40), s, s_next)
+    assert float(exact.nearest_distance(target).max()) < 1e-3
+    # and not always the same point: the ODE splits the noise among the data
+    nearest = ((target[:, None] - y[None].double()) ** 2).flatten(2).sum(-1).argmin(1)
+    assert len(set(nearest.tolist())) >= 4
+
+
+def test_per_example_guidance_and_a_student_of_two_steps():
+    cond_shift = torch.tensor(0.5)
+
+    def model(x, sigma, cond):  # a toy denoiser whose conditional guess is its unconditional one + 0.5 * cond
+        return x / (1 + torch.as_tensor(sigma).reshape(-1, 1, 1, 1) ** 2) + cond_shift * cond.pooled[:, :1, None, None]
+
+    b = 4
+    cond = Conditioning(torch.zeros(b, 1, 2), torch.ones(b, 1, dtype=torch.bool), torch.ones(b, 2))
+    uncond = Conditioning(torch.zeros(b, 1, 2), torch.ones(b, 1, dtype=torch.bool), torch.zeros(b, 2))
+    x, sigma = torch.randn(b, 1, 2, 2), torch.full((b,), 3.0)
+    w = torch.tensor([0.0, 1.0, 2.0, 4.0])
+    out = guided(model, uncond, w)(x, sigma, cond)
+    u, c = model(x, sigma, uncond), model(x, sigma, cond)
+    assert torch.allclose(out, u + w.reshape(-1, 1, 1, 1) * (c - u))
+
+    # two steps of a student are the teacher of the next: the same as DDIM twice by hand
+    def student(x, sigma, cond):
+        return model(x, sigma, cond) * cond.guidance.reshape(-1, 1, 1, 1)
+    s, s_next = torch.full((b,), 3.0), torch.full((b,), 0.2)
+    mid = ((s ** (1 / 7) + s_next ** (1 / 7)) / 2) ** 7
+    fn = student_fn(student, w)
+    x_mid = ddim_step(x, fn(x, s, cond), s, mid)
+    by_hand = ddim_step(x_mid, fn(x_mid, mid, cond), mid, s_next)
+    assert torch.allclose(teacher_of_next_student(student)(x, s, s_next, cond, w), by_hand)
+
+
+def tiny_student(size=8) -> Denoiser:
+    cfg = UNetConfig(image_size=size, channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                     text_width=32, guidance_input=True)
+    return Denoiser(UNet(cfg))
+
+
+def test_guidance_input_starts_at_zero_and_is_required():
+    torch.manual_seed(0)
+    student = tiny_student()
+    for name, p in student.named_parameters():  # past the zero inits, so every input shows in the output
+        if "guidance_emb" not in name:
+            torch.nn.init.normal_(p, std=0.1)
+    plain = Denoiser(UNet(dataclasses.replace(student.net.cfg, guidance_input=False)))
+    plain.load_state_dict({k: v for k, v in student.state_dict().items() if "guidance_emb" not in k})
+    x, sigma = torch.randn(2, 3, 8, 8), torch.tensor([1.0, 5.0])
+    with torch.no_grad():
+        assert torch.allclose(student(x, sigma, blank_cond(2, guidance=torch.tensor([1.0, 6.0]))),
+                              plain(x, sigma, blank_cond(2)), atol=1e-6)
+        torch.nn.init.normal_(student.net.guidance_emb.weight, std=0.5)
+        a = student(x, sigma, blank_cond(2, guidance=torch.tensor([1.0, 1.0])))
+        b = student(x, sigma, blank_cond(2, guidance=torch.tensor([1.0, 6.0])))
+    assert torch.allclose(a[0], b[0]) and not torch.allclose(a[1], b[1])  # each example its own scale
+    with pytest.raises(ValueError, match="guidance scale"):
+        student(x, sigma, blank_cond(2))
+
+
+def test_a_tiny_distillation_run_lowers_the_one_step_error():
+    torch.manual_seed(0)
+    data = points(2, (3, 8, 8))
+    exact = FiniteDenoiser(data)
+
+    def teacher_solve(x, s, s_next, cond, scale):
+        return heun_solve(exact, x, s, s_next, cond, 12)
+
+    student, grid, g = tiny_student(), rho_grid(1), torch.Generator().manual_seed(0)
+    probe = SIGMA_MAX * torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(9))
+    w = torch.full((32,), 2.0)
+    ends = teacher_solve(probe, grid[:1].expand(32), grid[1:].expand(32), None, w)
+
+    def error():
+        with torch.no_grad():
+            return float(((student(probe, grid[:1].expand(32), blank_cond(32, guidance=w)) - ends) ** 2).mean())
+
+    before = error()
+    opt = torch.optim.Adam(student.parameters(), lr=2e-3)
+    for _ in range(150):
+        y = data[torch.randint(2, (16,), generator=g)]
+        loss = distillation_loss(student, teacher_solve, y, blank_cond(16), torch.full((16,), 2.0), grid, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert error() < 0.25 * before, (before, error())
+
+
+def test_distill_saves_each_student_with_its_record_and_resumes(tiny_model_dir, tmp_path):
+    import shutil
+    from diffuse.checkpoint import load_checkpoint, read_config
+    from diffuse.distill import DistillConfig, distill, with_guidance
+    cfg = DistillConfig(teacher=str(tiny_model_dir), out=str(tmp_path / "student"), steps=1, start_steps=2,
+                        iterations=3, batch_size=4)
+    out = distill(cfg, progress=lambda m: None)
+    record = read_config(out)
+    assert record["unet"]["guidance_input"] and record["distilled"]["steps"] == 1
+    assert record["distilled"]["sigmas"][-1] == 0 and len(record["distilled"]["sigmas"]) == 2
+    assert record["distilled"]["teacher_sha256"] == read_config(tiny_model_dir)["weights_sha256"]
+    assert read_config(out / "rounds" / "2-steps")["distilled"]["steps"] == 2
+    student, _ = load_checkpoint(out)
+    with torch.no_grad():
+        x = SIGMA_MAX * torch.randn(2, 3, 32, 32)
+        cond = with_guidance(student.encode(["a red circle", "a blue star"]), torch.tensor([1.0, 3.0]))
+        assert student(x, torch.full((2,), SIGMA_MAX), cond).shape == x.shape
+    shutil.rmtree(out / "rounds" / "1-steps")  # a run stopped in its last round goes on from the one before
+    said = []
+    distill(cfg, progress=said.append)
+    assert said[0].startswith("2 steps: kept") and (out / "rounds" / "1-steps" / "config.json").is_file()
+    with pytest.raises(Exception, match="distilled student already"):
+        distill(DistillConfig(teacher=str(out), out=str(tmp_path / "again")), progress=lambda m: None)
