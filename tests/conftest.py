@@ -49,6 +49,21 @@ class FiniteDenoiser:
         return ((x[:, None] - self.points[None]) ** 2).flatten(2).sum(-1).min(1).values.sqrt()
 
 
+# The parameters of a generated image as Pipeline.metadata() records them (for tests of what
+# carries them: content credentials, the export step).
+MADE_PARAMS = {"prompt": "a red circle", "mode": "txt2img", "model": "shapes", "model_hash": "ab" * 6,
+               "model_sha256": "ab" * 32, "seed": 5, "steps": 2}
+
+
+def made_image():
+    """A 32x32 picture that records MADE_PARAMS, as a generated one does."""
+    import json
+    from PIL import Image
+    img = Image.new("RGB", (32, 32), (200, 30, 30))
+    img.info.update({"diffuse": json.dumps(MADE_PARAMS), "parameters": "a red circle\nSteps: 2, Seed: 5, Model: shapes"})
+    return img
+
+
 @pytest.fixture(autouse=True)
 def config_dir(tmp_path_factory, monkeypatch):
     """A config folder of the session's own, so no test makes or reads a signing key in the real

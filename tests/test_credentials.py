@@ -2,7 +2,6 @@
 once and kept private, a configured key is used, and every bad key is a one-line error."""
 
 import io
-import json
 import os
 import stat
 import struct
@@ -11,20 +10,12 @@ import zlib
 import pytest
 from PIL import Image
 
+from conftest import MADE_PARAMS as PARAMS, made_image as generated_image
 from diffuse.credentials import (COMPOSITE_SYNTHETIC, COMPOSITE_TRAINED, TRAINED, Credentials, create_local_key,
                                  digital_source_type, load_credentials, local_anchor, local_key_dir, make_local_chain,
                                  read_claim)
 from diffuse.errors import DiffuseError
 from diffuse.export import Exporter, save_png
-
-PARAMS = {"prompt": "a red circle", "mode": "txt2img", "model": "shapes", "model_hash": "ab" * 6,
-          "model_sha256": "ab" * 32, "seed": 5, "steps": 2}
-
-
-def generated_image() -> Image.Image:
-    img = Image.new("RGB", (32, 32), (200, 30, 30))
-    img.info.update({"diffuse": json.dumps(PARAMS), "parameters": "a red circle\nSteps: 2, Seed: 5, Model: shapes"})
-    return img
 
 
 def chunks(png: bytes):

@@ -8,19 +8,11 @@ import json
 import pytest
 from PIL import Image
 
+from conftest import MADE_PARAMS as PARAMS, made_image as made
 from diffuse.credentials import TRAINED, load_credentials, read_claim
 from diffuse.errors import DiffuseError
 from diffuse.export import Exporter
 from diffuse.provenance import inspect_image
-
-PARAMS = {"prompt": "a red circle", "mode": "txt2img", "model": "shapes", "model_hash": "ab" * 6,
-          "model_sha256": "ab" * 32, "seed": 5, "steps": 2}
-
-
-def made() -> Image.Image:
-    img = Image.new("RGB", (32, 32), (200, 30, 30))
-    img.info.update({"diffuse": json.dumps(PARAMS), "parameters": "a red circle\nSteps: 2, Seed: 5"})
-    return img
 
 
 @pytest.mark.parametrize("signed", [False, True])
