@@ -155,11 +155,13 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
     else:
         p.set_defaults(num=1)
     p.add_argument("--seed", type=int, help=f"seed of the first image, {SEED_RANGE}; image k uses seed+k (default: random)")
-    p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
-    p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
-                   help="default: {}; {} for inpaint and outpaint, where it measured best".format(*_sampler_defaults()))
-    p.add_argument("--schedule", default=_request_default("schedule"), choices=list(SCHEDULES),
-                   help="sigma schedule (default: %(default)s)")
+    p.add_argument("--steps", type=int,
+                   help=f"sampler steps (default: {_request_default('steps')}, or a distilled model's own)")
+    p.add_argument("--sampler", choices=list(SAMPLERS),
+                   help="default: {}; {} for inpaint and outpaint, where it measured best; a distilled model's "
+                        "own".format(*_sampler_defaults()))
+    p.add_argument("--schedule", choices=list(SCHEDULES),
+                   help=f"sigma schedule (default: {_request_default('schedule')}, or a distilled model's own)")
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale; 1 = off (default: %(default)s)")
     p.add_argument("--eta", type=float, help="noise for ddim (default 0) and euler_ancestral (default 1); "
@@ -330,9 +332,10 @@ def _add_eval(sub):
     p.add_argument("--seed", type=int, default=0,
                    help="which set of images: every (seed, prompt, image) has its own noise, so two seeds share "
                         "no image; 0 to 4095 (default: 0)")
-    p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
-    p.add_argument("--sampler", default=_request_default("sampler"), choices=list(SAMPLERS),
-                   help=f"(default: {_sampler_defaults()[0]})")
+    p.add_argument("--steps", type=int,
+                   help=f"sampler steps (default: {_request_default('steps')}, or a distilled model's own)")
+    p.add_argument("--sampler", choices=list(SAMPLERS),
+                   help=f"(default: {_sampler_defaults()[0]}, or a distilled model's own)")
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH ('-' for stdout only)")
@@ -366,6 +369,54 @@ def _add_copies(sub):
     p.add_argument("--picture", metavar="PNG", help="also draw the most copy-like images beside their nearest "
                                                      "(as diffuse explain copies)")
     _add_credentials(p)
+
+
+def _add_distill(sub):
+    from .distill import DistillConfig
+    d = lambda name: DistillConfig.__dataclass_fields__[name].default  # noqa: E731
+    p = sub.add_parser("distill", help="distil a model into a few-step student with guidance built in",
+                       description="Progressive distillation (Salimans & Ho 2022) with the guidance scale an input of "
+                                   "the student (Meng et al. 2023): the first student learns to take, in one Euler "
+                                   "step, the guided teacher's Heun solution over each interval of its karras0 grid; "
+                                   "each next student does two steps of the previous one in one, down to --steps. "
+                                   "Each student is saved in OUT/rounds/<N>-steps when its round ends (run the same "
+                                   "command again to go on after a stop), the last one in OUT. A student samples "
+                                   "only as it was trained: its steps, the euler sampler and the karras0 schedule, "
+                                   "which every command picks by default for it.")
+    p.add_argument("--teacher", required=True, help=MODEL_HELP)
+    p.add_argument("--out", required=True, help="the student's checkpoint folder")
+    p.add_argument("--steps", type=int, choices=[1, 2, 4, 8], default=d("steps"), help="the student's steps (default: %(default)s)")
+    p.add_argument("--start-steps", type=int, default=d("start_steps"),
+                   help="the first student's steps, --steps times a power of two (default: %(default)s)")
+    p.add_argument("--teacher-substeps", type=int, default=d("teacher_substeps"),
+                   help="Heun steps of the teacher per interval of the first student (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=d("iterations"), help="training steps per student (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d("batch_size"), help="(default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d("lr"), help="Adam's rate, decayed to 0 in each round (default: %(default)s)")
+    p.add_argument("--guidance-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   default=[d("guidance_min"), d("guidance_max")],
+                   help="the guidance scales the student learns (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d("seed"), help="(default: %(default)s)")
+
+
+def cmd_distill(a) -> None:
+    from .distill import DistillConfig, distill, halvings
+    try:
+        halvings(a.start_steps, a.steps)
+    except ValueError as e:
+        raise DiffuseError(str(e)) from None
+    lo, hi = a.guidance_range
+    if not 0 <= lo <= hi <= 100:
+        raise DiffuseError("--guidance-range needs 0 <= MIN <= MAX <= 100")
+    for name in ("iterations", "batch_size", "teacher_substeps"):
+        if getattr(a, name) < 1:
+            raise DiffuseError(f"--{name.replace('_', '-')} must be at least 1")
+    if a.lr <= 0:
+        raise DiffuseError("--lr must be above 0")
+    cfg = DistillConfig(teacher=a.teacher, out=a.out, steps=a.steps, start_steps=a.start_steps,
+                        teacher_substeps=a.teacher_substeps, iterations=a.iterations, batch_size=a.batch_size,
+                        lr=a.lr, guidance_min=lo, guidance_max=hi, seed=a.seed)
+    print(distill(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True)))
 
 
 def _styles(text: str) -> list[str]:
@@ -451,6 +502,7 @@ def build_parser() -> Parser:
     _add_explain(sub)
     _add_eval(sub)
     _add_copies(sub)
+    _add_distill(sub)
     _add_info(sub)
     _add_inspect(sub)
     _add_serve(sub)
@@ -504,11 +556,21 @@ def output_paths(out: str, seeds: list[int], prompt: str) -> tuple[list[Path], P
 
 
 def request_from_args(a, **edit):
+    """The request the options describe; steps, sampler and schedule not given are the model's
+    (a distilled student's own) or GenerateRequest's."""
     from .pipeline import GenerateRequest
-    return GenerateRequest(prompt=a.prompt, negative_prompt=a.negative_prompt, n=a.num, seed=a.seed, steps=a.steps,
-                           sampler=a.sampler, schedule=a.schedule, guidance=a.guidance, eta=a.eta, width=a.width,
+    given = {k: getattr(a, k) for k in ("steps", "sampler", "schedule") if getattr(a, k) is not None}
+    return GenerateRequest(prompt=a.prompt, negative_prompt=a.negative_prompt, n=a.num, seed=a.seed,
+                           **{**model_defaults(a), **given}, guidance=a.guidance, eta=a.eta, width=a.width,
                            height=a.height, variation_seed=a.variation_seed,
                            variation_strength=a.variation_strength, **edit).with_seed()
+
+
+def model_defaults(a) -> dict:
+    """pipeline.sampling_defaults of the model the options name, read from its config alone."""
+    from .checkpoint import model_dir, read_config
+    from .pipeline import sampling_defaults
+    return sampling_defaults(read_config(model_dir(a.model)))
 
 
 def load_pipeline(a, local_rank: int = 0, model: str | None = None):
@@ -599,9 +661,10 @@ def generate_prompt_file(a) -> None:
     if Path(a.out).suffix.lower() == ".png":
         raise DiffuseError("with --prompts, --out must be a folder (each prompt writes its own files)")
     world = World.from_env()
-    defaults = dict(negative_prompt=a.negative_prompt, n=a.num, steps=a.steps, sampler=a.sampler,
-                    schedule=a.schedule, guidance=a.guidance, eta=a.eta, width=a.width, height=a.height,
-                    variation_seed=a.variation_seed, variation_strength=a.variation_strength)
+    given = {k: getattr(a, k) for k in ("steps", "sampler", "schedule") if getattr(a, k) is not None}
+    defaults = dict(negative_prompt=a.negative_prompt, n=a.num, **{**model_defaults(a), **given}, guidance=a.guidance,
+                    eta=a.eta, width=a.width, height=a.height, variation_seed=a.variation_seed,
+                    variation_strength=a.variation_strength)
     entries = read_prompt_file(a.prompts)
     requests = requests_from_entries(entries, defaults, a.seed if a.seed is not None else 0)
     plans = [output_paths(a.out, req.seeds, req.prompt) for req in requests]
@@ -784,8 +847,9 @@ def cmd_eval(a) -> None:
         a.model = a.model_option
     pipe = load_pipeline(a)
     pipe.watermark = a.watermark
+    given = {k: getattr(a, k) for k in ("steps", "sampler") if getattr(a, k) is not None}
     result = evaluate(pipe, per_prompt=a.per_prompt, seed=a.seed, progress=lambda m: print(m, file=sys.stderr),
-                      steps=a.steps, sampler=a.sampler, guidance=a.guidance)
+                      **{**pipe.defaults, **given}, guidance=a.guidance)
     if a.json == "-":
         print(json.dumps(result, indent=2))
         return
@@ -879,7 +943,7 @@ def cmd_serve(a) -> None:
 
 COMMANDS = {"train": cmd_train, "data": cmd_data, "generate": cmd_generate, "img2img": cmd_img2img, "inpaint": cmd_inpaint,
             "outpaint": cmd_outpaint, "vary": cmd_vary, "explain": cmd_explain, "plot": cmd_plot, "eval": cmd_eval,
-            "copies": cmd_copies, "info": cmd_info, "inspect": cmd_inspect, "serve": cmd_serve}
+            "copies": cmd_copies, "distill": cmd_distill, "info": cmd_info, "inspect": cmd_inspect, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,18 +31,17 @@ import torch
 
 from .denoiser import DenoiserFn
 from .errors import DiffuseError
-from .schedules import SIGMA_MAX
+from .schedules import SIGMA_MAX, karras0_sigmas
 
 RHO = 7.0
 
 
-def rho_grid(steps: int, sigma_max: float = SIGMA_MAX, rho: float = RHO) -> torch.Tensor:
-    """steps + 1 noise levels from sigma_max to exactly 0, evenly spaced in sigma^(1/rho) (EDM eq. 5
-    with sigma_min = 0); the grid of 2N steps holds every point of the grid of N."""
+def rho_grid(steps: int, sigma_max: float = SIGMA_MAX) -> torch.Tensor:
+    """The students' grid: the karras0 schedule (schedules.py), steps + 1 levels from sigma_max
+    to exactly 0, whose grid of 2N steps holds every point of the grid of N."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-    return ((1 - ramp) * sigma_max ** (1 / rho)) ** rho
+    return karras0_sigmas(steps, sigma_max=sigma_max, rho=RHO)
 
 
 def ddim_step(x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
@@ -236,7 +235,8 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
         student.eval()
         info = {"data": teacher_cfg.get("data", {}),
                 "distilled": {"method": "progressive", "steps": n, "sigmas": [float(s) for s in grid],
-                              "sampler": "euler", "guidance_range": [cfg.guidance_min, cfg.guidance_max],
+                              "sampler": "euler", "schedule": "karras0",
+                              "guidance_range": [cfg.guidance_min, cfg.guidance_max],
                               "teacher": model_name(teacher_dir), "teacher_sha256": teacher_cfg["weights_sha256"],
                               "settings": dataclasses.asdict(cfg), "seconds": round(time.monotonic() - t0, 1),
                               "final_loss": sum(losses[-100:]) / max(1, len(losses[-100:]))}}

@@ -6,6 +6,8 @@ w = 1 is the plain conditional model (the unconditional pass is skipped), w = 0 
 one. A negative prompt is simply the text whose encoding stands in for `uncond`.
 """
 
+import dataclasses
+
 import torch
 
 from .errors import RequestError
@@ -35,3 +37,15 @@ class CFGDenoiser:
         both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), cat_cond(cond, self.uncond))
         c, u = both.chunk(2)
         return torch.lerp(u, c, self.scale)
+
+
+class GuidanceInput:
+    """Guidance for a distilled student that takes the scale as an input (Meng et al. 2023,
+    distill.py): one pass at the scale, against the empty prompt it was distilled with."""
+
+    def __init__(self, denoiser, scale: float):
+        self.denoiser, self.scale = denoiser, float(scale)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond=None) -> torch.Tensor:
+        w = torch.full((x.shape[0],), self.scale, dtype=x.dtype, device=x.device)
+        return self.denoiser(x, sigma, dataclasses.replace(cond, guidance=w))

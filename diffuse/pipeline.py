@@ -22,7 +22,7 @@ from .data import tensor_to_pil
 from .editing import (InpaintDenoiser, check_mask_size, check_strength, composite, image_sha256, image_tensor,
                       img2img_sigmas, mask_tensor, noised_start, slerp)
 from .errors import RequestError
-from .guidance import CFGDenoiser
+from .guidance import CFGDenoiser, GuidanceInput
 from .model import TextToImageModel
 from .samplers import SAMPLERS, STOCHASTIC, SeededNoise, Step, get_sampler
 from .schedules import SCHEDULES, SIGMA_MAX, SIGMA_MIN, get_sigmas
@@ -38,7 +38,7 @@ DEFAULT_SAMPLER, INPAINT_SAMPLER = "dpmpp_2m", "euler_ancestral"
 # How AUTOMATIC1111 names our samplers and schedules in its infotext ("Sampler: DPM++ 2M, Schedule
 # type: Karras", its processing.create_infotext and sd_schedulers); it has no VP schedule.
 A1111_SAMPLERS = {"euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM++ 2M", "ddim": "DDIM", "euler_ancestral": "Euler a"}
-A1111_SCHEDULES = {"karras": "Karras", "exponential": "Exponential", "vp": "VP"}
+A1111_SCHEDULES = {"karras": "Karras", "exponential": "Exponential", "vp": "VP", "karras0": "Karras to zero"}
 # torch's CPU generator (mt19937) keeps only the low 32 bits of a seed: seed s and s + 2^32 draw
 # the same noise, so larger seeds would repeat smaller ones' images. 32 bits, as A1111's seeds.
 MAX_SEED = 2 ** 32 - 1
@@ -145,12 +145,41 @@ def check_size(model: TextToImageModel, width: int, height: int) -> None:
                                f"from {stride} to {4 * size} (trained at {size})")
 
 
+def sampling_defaults(config: dict) -> dict:
+    """The settings a request gets from a model where it names none: a distilled student's own
+    steps, sampler and schedule (distill.py); nothing for any other model (GenerateRequest's)."""
+    student = config.get("distilled")
+    if not student:
+        return {}
+    return {"steps": student["steps"], "sampler": student["sampler"], "schedule": student["schedule"]}
+
+
+def check_student_request(name: str, student: dict, request: GenerateRequest) -> None:
+    """A distilled student samples only as it was trained: its steps, sampler and schedule, guidance
+    against the empty prompt at a scale in its range. Anything else is a RequestError that says
+    what to ask for: its teacher samples everything else."""
+    asked = (request.steps, request.sampler, request.schedule)
+    own = (student["steps"], student["sampler"], student["schedule"])
+    if asked != own:
+        raise RequestError(f"{name} is distilled to sample in {own[0]} {own[1]} steps on the {own[2]} schedule, not "
+                           f"{asked[0]} {asked[1]} steps on {asked[2]}: leave those settings out, or use its teacher "
+                           f"{student['teacher']!r}")
+    if request.negative_prompt:
+        raise RequestError(f"{name} is distilled with guidance against the empty prompt: it takes no negative prompt "
+                           f"(its teacher {student['teacher']!r} does)")
+    lo, hi = student["guidance_range"]
+    if not lo <= request.guidance <= hi:
+        raise RequestError(f"{name} learned guidance from {lo:g} to {hi:g}, not {request.guidance:g}")
+
+
 class Pipeline:
     def __init__(self, model: TextToImageModel, model_hash: str = "", name: str = "", config: dict | None = None,
                  watermark: bool = True):
         self.model, self.model_hash, self.name = model.eval(), model_hash, name
         self.config = config or {}  # the checkpoint's config.json (data summary, training figures)
         self.watermark = watermark  # mark the start noise (watermark.py) of every image this makes
+        self.student = self.config.get("distilled")  # a distilled student's record (distill.py), or None
+        self.defaults = sampling_defaults(self.config)
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu", watermark: bool = True) -> "Pipeline":
@@ -171,6 +200,8 @@ class Pipeline:
         check_size(self.model, *request.size(self.model.image_size))
         if request.mask is not None:
             check_mask_size(request.mask, request.init_image.size)
+        if self.student:
+            check_student_request(self.name, self.student, request)
 
     @torch.no_grad()
     def sample(self, request: GenerateRequest, callback: Callable[[Step], None] | None = None) -> torch.Tensor:
@@ -226,7 +257,10 @@ class Pipeline:
         """The reverse process that sample() and sample_batch() share: guidance on the model (one
         prompt and negative prompt per image of x), wrapped for inpainting when `inpaint` holds
         (init, mask, noise), run by the settings' sampler over `sigmas`."""
-        denoiser = CFGDenoiser(self.model, self.model.encode(negative_prompts), settings.guidance)
+        if self.student:  # guidance is the student's input: one pass (Meng et al. 2023)
+            denoiser = GuidanceInput(self.model, settings.guidance)
+        else:
+            denoiser = CFGDenoiser(self.model, self.model.encode(negative_prompts), settings.guidance)
         if inpaint is not None:
             denoiser = InpaintDenoiser(denoiser, *inpaint)
         extra = {"eta": settings.eta} if settings.eta is not None and settings.sampler in STOCHASTIC else {}
@@ -274,9 +308,14 @@ class Pipeline:
             images.append(img)
         return images
 
+    def request(self, prompt: str, **kwargs) -> GenerateRequest:
+        """A request with this model's defaults (a distilled student's steps, sampler, schedule)
+        where kwargs name none."""
+        return GenerateRequest(prompt=prompt, **{**self.defaults, **kwargs})
+
     def __call__(self, prompt: str, **kwargs) -> list[Image.Image]:
-        """Keyword shortcut: pipe("a red circle", n=4, seed=1)."""
-        return self.generate(GenerateRequest(prompt=prompt, **kwargs))
+        """Keyword shortcut: pipe("a red circle", n=4, seed=1), with the model's defaults."""
+        return self.generate(self.request(prompt, **kwargs))
 
     def metadata(self, request: GenerateRequest, seed: int) -> dict[str, str]:
         w, h = request.size(self.model.image_size)

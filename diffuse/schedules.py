@@ -2,6 +2,8 @@
 
 A schedule of `n` steps has `n + 1` entries: sigma_0 = sigma_max > ... > sigma_{n-1} = sigma_min,
 then a final 0 so that the last step lands on the denoised image (Karras et al. 2022, sec. 3).
+One runs its ramp down to 0 itself instead: karras0, the grid distilled students step on
+(distill.py), where the grid of 2n steps holds every point of the grid of n.
 """
 
 import math
@@ -46,7 +48,16 @@ def vp_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX
     return append_zero(torch.sqrt(torch.expm1(beta_d * t ** 2 / 2 + beta_min * t))).float()
 
 
-SCHEDULES = {"karras": karras_sigmas, "exponential": exponential_sigmas, "vp": vp_sigmas}
+def karras0_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = 7.0) -> torch.Tensor:
+    """EDM eq. 5 with sigma_min = 0: n + 1 levels evenly spaced in sigma^(1/rho) from sigma_max to
+    exactly 0 (sigma_min is not used), so that halving the steps keeps every other level
+    (progressive distillation, Salimans & Ho 2022, distills 2n steps into n on one such grid)."""
+    _check(n, sigma_min, sigma_max)
+    ramp = torch.linspace(0, 1, n + 1, dtype=torch.float64)
+    return (((1 - ramp) * sigma_max ** (1 / rho)) ** rho).float()
+
+
+SCHEDULES = {"karras": karras_sigmas, "exponential": exponential_sigmas, "vp": vp_sigmas, "karras0": karras0_sigmas}
 
 
 def get_sigmas(name: str, n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX) -> torch.Tensor:

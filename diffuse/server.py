@@ -374,7 +374,8 @@ class Server:
         if prompt is None:
             raise ApiError(400, "prompt: a prompt is required", param="prompt")
         request = GenerateRequest(prompt=prompt, width=width, height=height, init_image=image, mask=mask,
-                                  strength=strength, **f.model_dump(include=SAMPLING_FIELDS, exclude_none=True))
+                                  strength=strength, **{**pipe.defaults,  # a distilled model's steps and sampler
+                                                         **f.model_dump(include=SAMPLING_FIELDS, exclude_none=True)})
         pipe.check(request)
         return Job(request.with_seed(), pipe)
 
@@ -444,8 +445,11 @@ def model_info(pipe: Pipeline) -> dict:
     """A model as the page shows it: its training size, the sizes it draws (up to 4x, as
     check_size allows) and a few prompts it knows, from its checkpoint's data summary."""
     size = pipe.model.image_size
-    return {"id": pipe.name, "image_size": size, "sizes": [f"{k * size}x{k * size}" for k in (1, 2, 3, 4)],
+    info = {"id": pipe.name, "image_size": size, "sizes": [f"{k * size}x{k * size}" for k in (1, 2, 3, 4)],
             "prompts": example_prompts(pipe.config.get("data") or {})}
+    if pipe.student:  # it samples only as it was distilled (pipeline.check_student_request)
+        info.update(sampling=pipe.defaults, guidance_range=pipe.student["guidance_range"])
+    return info
 
 
 def by_name(pipes: list[Pipeline]) -> dict[str, Pipeline]:

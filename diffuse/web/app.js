@@ -51,7 +51,11 @@ async function loadConfig() {
 // training captions) as chips that fill the prompt.
 function chooseModel() {
   const model = state.config.models.find((m) => m.id === $("model").value);
-  $("model-info").textContent = `trained at ${model.image_size}px`;
+  // A distilled student samples only as it was trained: its steps and sampler, no negative prompt.
+  const own = model.sampling;
+  $("model-info").textContent = `trained at ${model.image_size}px` + (own ? `, distilled to ${own.steps} steps` : "");
+  $("steps").value = own ? own.steps : state.config.defaults.steps;
+  for (const id of ["steps", "sampler", "negative"]) $(id).disabled = Boolean(own);
   $("size").replaceChildren(...model.sizes.map((s) => new Option(s, s)));
   $("prompt").placeholder = model.prompts[0] || "a prompt";
   $("examples").replaceChildren(...model.prompts.map((prompt) => {
@@ -71,6 +75,9 @@ function samplingFields(form) {
   const f = { model: $("model").value, negative_prompt: $("negative").value, steps: $("steps").value,
               sampler: $("sampler").value, guidance: $("guidance").value, n: $("n").value, size: $("size").value };
   if ($("seed").value !== "") f.seed = $("seed").value;
+  if (state.config.models.find((m) => m.id === f.model)?.sampling) {  // a student: the server fills its own
+    delete f.steps; delete f.sampler; delete f.negative_prompt;
+  }
   for (const [k, v] of Object.entries(f)) if (v !== "") form.append(k, v);  // empty: the server's default
   return form;
 }
