@@ -187,7 +187,7 @@ def read_mark(pipe, image, params: dict | None = None, key: str = DEFAULT_KEY, s
     from PIL import Image
 
     from .data import pil_to_tensor
-    from .guidance import CFGDenoiser
+    from .guidance import CFGDenoiser, GuidanceInput
     w, h = reading_size(pipe, image.size, params)
     rgb = image.convert("RGB")
     if rgb.size != (w, h):
@@ -199,7 +199,11 @@ def read_mark(pipe, image, params: dict | None = None, key: str = DEFAULT_KEY, s
     prompt, negative, guidance = ((params["prompt"], params.get("negative_prompt") or "", float(params.get("guidance", 1)))
                                   if own else ("", "", 1.0))
     model = pipe.model
-    denoiser = CFGDenoiser(model, model.encode([negative]), guidance)
+    if getattr(pipe, "student", None):  # a distilled student takes the scale as input (its range holds 1 or more)
+        lo, hi = pipe.student["guidance_range"]
+        denoiser = GuidanceInput(model, min(max(guidance, lo), hi))
+    else:
+        denoiser = CFGDenoiser(model, model.encode([negative]), guidance)
     z = invert(denoiser, x, model.encode([prompt]), steps)
     nonce, agree = best_nonce(z, codebook(pipe.model_hash or "0" * 64, key))
     nonce, agree = int(nonce[0]), int(agree[0])

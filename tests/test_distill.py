@@ -232,3 +232,14 @@ def test_the_server_answers_with_a_students_settings(student_dir, tmp_path):
         assert params["steps"] == 2 and params["schedule"] == "karras0"
         r = client.post("/v1/images/generations", json={"prompt": "a red circle", "steps": 20})
         assert r.status_code == 400 and "distilled" in r.json()["error"]["message"]
+
+
+def test_inspect_reads_a_students_image_without_failing(student_dir, tmp_path):
+    from diffuse.export import save_png
+    from diffuse.pipeline import Pipeline
+    from diffuse.provenance import inspect_image
+    pipe = Pipeline.load(student_dir)
+    path = save_png(pipe("a red circle", seed=0)[0], tmp_path / "s.png")
+    report = inspect_image(path, [pipe])
+    assert report["parameters"]["schedule"] == "karras0" and report["watermark"] is not None
+    assert report["recreate"]["command"].count("--steps 2") == 1
