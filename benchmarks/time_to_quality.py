@@ -27,10 +27,12 @@ diffuse arms, each a fully pinned recipe (every field of RECIPE_FIELDS, printed 
 and written to results.json), so a row reruns as it ran whatever the defaults become:
 - before: recipes.BEFORE_ISSUE_23, the default of `diffuse train` before issue 23 (constant lr
   2e-3 after 50 warm-up steps, batch 16, no gradient clipping, EMA half-life 2 kimg, P_mean -0.4);
-- defaults: whatever TrainConfig's defaults are when the script runs (the printout says which);
+- defaults: whatever TrainConfig's defaults are when the script runs (the printout says which),
+  at `--precision auto` as `diffuse train` runs them; the tables of 2026-12-04 called "defaults"
+  what is now the pinned arm `rsqrt` (fp32, batch 16);
 - the CANDIDATES below: recipes.BEFORE_ISSUE_23 with named changes; add one there to try it.
-All run on the CPU without torch.compile, in fp32 (the CPU's `--precision auto`) unless the arm names
-bf16 (autocast, attention and group norm in fp32: networks.attention, networks.GroupNorm).
+All run on the CPU without torch.compile, in fp32 unless the arm names bf16 (autocast, attention
+and group norm in fp32: networks.attention, networks.GroupNorm) or is `defaults`.
 
 diffusers, as its pixel-space training from scratch is written in diffusers' unconditional
 example (examples/unconditional_image_generation/train_unconditional.py): DDPMScheduler with
@@ -94,6 +96,7 @@ RECIPE_FIELDS = tuple(k for k in RUN_RECIPE if k not in ("data", "seed", "data_s
 # "precision" is the one machine setting an arm may change (bf16 autocast on the CPU, issue 23 lever 1).
 RSQRT = dict(lr_schedule="rsqrt", lr_ref_steps=2000)  # the default since 2026-12-04
 CANDIDATES = {
+    "rsqrt": dict(**RSQRT),  # the defaults of 2026-12-04 (fp32, batch 16): the tables' "defaults" rows of that day
     "clip-rsqrt": dict(clip_grad=1.0, **RSQRT),
     "rsqrt-bf16": dict(precision="bf16", **RSQRT),
     # Twice the batch, as many images per lr phase (ref 1,000 steps of 32 = 2,000 of 16); same peak lr.
@@ -121,7 +124,11 @@ def train_defaults() -> dict:
 
 
 def arm_machine(name: str) -> dict:
-    """Where and how an arm runs: DIFFUSE_MACHINE, with the arm's precision if it sets one."""
+    """Where and how an arm runs: DIFFUSE_MACHINE, with the arm's precision if it sets one; the
+    "defaults" arm runs as `diffuse train` does, with --precision auto (bf16 on a CPU with
+    AVX-512 BF16 or AMX since 2026-12-05)."""
+    if name == "defaults":
+        return {**DIFFUSE_MACHINE, "precision": "auto"}
     return {**DIFFUSE_MACHINE, **{k: v for k, v in CANDIDATES.get(name, {}).items() if k == "precision"}}
 
 

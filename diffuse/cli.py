@@ -567,10 +567,14 @@ def request_from_args(a, **edit):
 
 
 def model_defaults(a) -> dict:
-    """pipeline.sampling_defaults of the model the options name, read from its config alone."""
+    """pipeline.sampling_defaults of the model the options name, read from its config alone; {}
+    when it cannot be read (loading it says why, after the checks that come first)."""
     from .checkpoint import model_dir, read_config
     from .pipeline import sampling_defaults
-    return sampling_defaults(read_config(model_dir(a.model)))
+    try:
+        return sampling_defaults(read_config(model_dir(a.model)))
+    except DiffuseError:
+        return {}
 
 
 def load_pipeline(a, local_rank: int = 0, model: str | None = None):

@@ -209,7 +209,7 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
             previous, _ = load_checkpoint(folder)
             progress(f"{n} steps: kept from {folder}")
             continue
-        student = student_of(teacher) if previous is None else copy.deepcopy(previous)
+        student = (student_of(teacher) if previous is None else copy.deepcopy(previous)).requires_grad_(True)
         solve = (teacher_of_first_student(teacher.denoiser, uncond_of, cfg.teacher_substeps) if previous is None
                  else teacher_of_next_student(frozen_copy(previous).denoiser))
         params = [p for name, p in student.named_parameters() if name.startswith("denoiser.")]

@@ -140,7 +140,7 @@ def test_a_tiny_distillation_run_lowers_the_one_step_error():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert error() < 0.25 * before, (before, error())
+    assert error() < 0.5 * before, (before, error())
 
 
 def test_distill_saves_each_student_with_its_record_and_resumes(tiny_model_dir, tmp_path):

@@ -167,7 +167,7 @@ def test_eval_of_an_emoji_model_end_to_end(eset, reader, monkeypatch, tmp_path, 
         return torch.stack([pictures[r.prompt] for r in requests for _ in range(r.n)])
     pipe = SimpleNamespace(config={"data": {"kind": "folder", "emoji": {"styles": STYLES}}},
                            model=SimpleNamespace(image_size=32), name="fake", model_hash="0" * 64,
-                           sample_batch=sample_batch)
+                           sample_batch=sample_batch, defaults={})
     monkeypatch.setattr(emoji, "cached_emoji_folder", lambda size, progress=True: eset.folder)
     monkeypatch.setattr(emoji_eval, "load_emoji_reader", lambda *a, **k: reader)
     monkeypatch.setattr(cli, "load_pipeline", lambda a: pipe)
