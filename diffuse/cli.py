@@ -63,7 +63,9 @@ def _add_train(sub):
                    help=f"rsqrt: steps at the peak rate before the decay (default: {d('lr_ref_steps')})")
     p.add_argument("--seed", type=int, help=f"run seed: data order, noise (default: {d('seed')})")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto = fp32 (TF32 on CUDA); bf16 autocast trains 1.1-1.4x as many images/s on an AVX-512 BF16 CPU (batch 16-32) and no more on an H200 below the large preset (default: auto)")
+                   help="auto = bf16 autocast on a CPU with AVX-512 BF16 or AMX (1.4x the images/s of fp32 at batch 32, "
+                        "and better after 60 minutes), else fp32 (TF32 on CUDA, where bf16 was no faster below the "
+                        "large preset) (default: auto)")
     _add_device(p)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet (minutes of compiling on first use, cached after; see docs/scaling.md)")

@@ -58,7 +58,8 @@ TRAIN = dict(preset="tiny", data_size=64, batch_size=2, steps=10, warmup_steps=T
 def two_process_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("torchrun") / "run"
     diffuse_command(["train", "--data", "shapes", "--out", out, "--preset", "tiny", "--data-size", 64,
-                     "--batch-size", 2, "--steps", 10, "--checkpoint-every", 5, "--preview-every", 0, "--quiet"],
+                     "--batch-size", 2, "--steps", 10, "--checkpoint-every", 5, "--preview-every", 0, "--quiet",
+                     "--precision", "fp32"],
                     processes=2)
     return out
 
@@ -118,8 +119,12 @@ def test_device_selection():
     with pytest.raises(DiffuseError, match="unknown device"):
         resolve_device("tpu")
     assert backend_for("cuda:1") == "nccl" and backend_for("cpu") == "gloo"
-    assert autocast_dtype("auto", "cuda:1") is None and autocast_dtype("auto", "cpu") is None
+    from diffuse.devices import cpu_has_fast_bf16
+    assert autocast_dtype("auto", "cuda:1") is None and autocast_dtype("fp32", "cpu") is None
+    assert autocast_dtype("auto", "cpu") == (torch.bfloat16 if cpu_has_fast_bf16() else None)
     assert autocast_dtype("bf16", "cuda:1") == torch.bfloat16
+    assert cpu_has_fast_bf16("flags\t\t: fpu avx512f avx512_bf16 avx512_vnni")
+    assert cpu_has_fast_bf16("flags\t\t: fpu amx_bf16 amx_tile") and not cpu_has_fast_bf16("flags: fpu avx512f avx512bw")
     if not torch.cuda.is_available():
         assert resolve_device("auto") == "cpu"
 
