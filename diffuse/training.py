@@ -356,6 +356,10 @@ class Trainer:
         elif world.is_main:
             self._truncate_log(0)  # rows of a run killed before its first checkpoint belong to no run
         self.amp = autocast_dtype(cfg.precision, self.device)
+        if state is not None and cfg.precision == "auto":
+            # A resumed run keeps the precision it ran in, so it continues exactly (a run saved before
+            # this was recorded ran in fp32: `auto` meant fp32 then); --precision changes it on purpose.
+            self.amp = torch.bfloat16 if state.get("precision", "fp32") == "bf16" else None
         if cfg.compile:
             self.model.denoiser.net.compile()  # in place: parameter names, hence checkpoints, stay as they are
         self.forward: nn.Module = ModelLoss(self.model, self.loss_fn)
@@ -399,6 +403,7 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         info = {"step": self.step, "images_seen": self.images_seen, "elapsed_s": self.elapsed,
                 "global_batch": self.global_batch, "world_size": self.world.size,
+                "precision": "bf16" if self.amp == torch.bfloat16 else "fp32",
                 "param_groups": opt["param_groups"], "train": asdict(self.cfg)}
         return tensors, info
 

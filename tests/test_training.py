@@ -368,3 +368,15 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_what_it_did_then(tmp_
     cfg = resume_config(tmp_path / "run", "shapes", steps=3)
     assert (cfg.lr_schedule, cfg.clip_grad, cfg.high_sigma_share) == ("constant", 0.0, 0.0)
     assert TrainConfig(data="shapes", out="x", steps=1).lr_schedule == "rsqrt"
+
+
+@pytest.mark.parametrize("ran_in", ["fp32", "bf16"])
+def test_a_resumed_run_keeps_the_precision_it_ran_in(tmp_path, ran_in):
+    run = tmp_path / "run"
+    Trainer(tiny_config(run, steps=1, precision=ran_in)).run()
+    cfg = resume_config(run, "shapes", progress=False, preview_every=0, checkpoint_every=0, steps=2)
+    assert cfg.precision == "auto"  # not given again: whatever this CPU would choose for a new run
+    assert Trainer(cfg).amp == (torch.bfloat16 if ran_in == "bf16" else None)
+    forced = resume_config(run, "shapes", progress=False, preview_every=0, checkpoint_every=0, steps=2,
+                           precision="fp32")
+    assert Trainer(forced).amp is None  # given on purpose: changed
