@@ -229,7 +229,7 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             if (it + 1) % 100 == 0:
                 progress(f"{n} steps: {it + 1}/{cfg.iterations}, loss {sum(losses[-100:]) / 100:.4f}")
         student.eval()
