@@ -561,11 +561,17 @@ def request_from_args(a, **edit):
     """The request the options describe; steps, sampler and schedule not given are the model's
     (a distilled student's own) or GenerateRequest's."""
     from .pipeline import GenerateRequest
-    given = {k: getattr(a, k) for k in ("steps", "sampler", "schedule") if getattr(a, k) is not None}
     return GenerateRequest(prompt=a.prompt, negative_prompt=a.negative_prompt, n=a.num, seed=a.seed,
-                           **{**model_defaults(a), **given}, guidance=a.guidance, eta=a.eta, width=a.width,
+                           **sampling_settings(a, model_defaults(a)), guidance=a.guidance, eta=a.eta, width=a.width,
                            height=a.height, variation_seed=a.variation_seed,
                            variation_strength=a.variation_strength, **edit).with_seed()
+
+
+def sampling_settings(a, defaults: dict) -> dict:
+    """Steps, sampler and schedule: each option given, else `defaults` (a model's own, from
+    pipeline.sampling_defaults), else left to GenerateRequest."""
+    given = {k: getattr(a, k, None) for k in ("steps", "sampler", "schedule")}
+    return {**defaults, **{k: v for k, v in given.items() if v is not None}}
 
 
 def model_defaults(a) -> dict:
@@ -667,8 +673,7 @@ def generate_prompt_file(a) -> None:
     if Path(a.out).suffix.lower() == ".png":
         raise DiffuseError("with --prompts, --out must be a folder (each prompt writes its own files)")
     world = World.from_env()
-    given = {k: getattr(a, k) for k in ("steps", "sampler", "schedule") if getattr(a, k) is not None}
-    defaults = dict(negative_prompt=a.negative_prompt, n=a.num, **{**model_defaults(a), **given}, guidance=a.guidance,
+    defaults = dict(negative_prompt=a.negative_prompt, n=a.num, **sampling_settings(a, model_defaults(a)), guidance=a.guidance,
                     eta=a.eta, width=a.width, height=a.height, variation_seed=a.variation_seed,
                     variation_strength=a.variation_strength)
     entries = read_prompt_file(a.prompts)
@@ -853,9 +858,8 @@ def cmd_eval(a) -> None:
         a.model = a.model_option
     pipe = load_pipeline(a)
     pipe.watermark = a.watermark
-    given = {k: getattr(a, k) for k in ("steps", "sampler") if getattr(a, k) is not None}
     result = evaluate(pipe, per_prompt=a.per_prompt, seed=a.seed, progress=lambda m: print(m, file=sys.stderr),
-                      **{**pipe.defaults, **given}, guidance=a.guidance)
+                      **sampling_settings(a, pipe.defaults), guidance=a.guidance)
     if a.json == "-":
         print(json.dumps(result, indent=2))
         return
