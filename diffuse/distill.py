@@ -17,6 +17,16 @@ the student (Meng et al. 2023, "On distillation of guided diffusion models"):
 
 With the exact denoiser of a finite data set, a one-step student's target from pure noise is the
 end of the probability-flow ODE, a data point (tests/test_distill.py).
+
+Consistency distillation (Song et al. 2023, alg. 2), the method the issue compares it with
+(`method="consistency"`): one student f(x, sigma, w) learns to map every point of a teacher's
+ODE trajectory to the same clean image. For adjacent levels s_n < s_{n+1} of an EDM grid, x =
+y + s_{n+1} z, and x^ the guided teacher's Heun step from s_{n+1} to s_n, the loss is
+    d(f_theta(x, s_{n+1}), f_theta-(x^, s_n)),     theta- an EMA of theta (mu = 0.95, as in the paper),
+with d the pseudo-Huber distance of Song & Dhariwal 2023 (improved consistency training, eq. 6)
+in place of LPIPS, which needs downloaded weights. The EDM denoiser already meets the boundary
+condition f(x, sigma_min) = x to within c_out(0.002) = 0.002 (Karras et al. 2022, table 1). It
+samples in any number of steps by multistep consistency sampling (samplers.sample_consistency).
 """
 
 import copy
@@ -31,7 +41,7 @@ import torch
 
 from .denoiser import DenoiserFn
 from .errors import DiffuseError
-from .schedules import SIGMA_MAX, karras0_sigmas
+from .schedules import SIGMA_MAX, karras0_sigmas, karras_sigmas
 
 RHO = 7.0
 
@@ -140,6 +150,43 @@ def teacher_of_next_student(previous: DenoiserFn) -> Callable:
     return solve
 
 
+# ----------------------------------------------------------------------------- consistency distillation
+
+def consistency_levels(n: int) -> torch.Tensor:
+    """The N levels s_1 = sigma_min < ... < s_N = sigma_max of consistency distillation: EDM's
+    ramp (eq. 5, rho = 7), ascending, as in Song et al. 2023 (N = 18 for CIFAR-10)."""
+    return karras_sigmas(n)[:-1].flip(0)
+
+
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
+    """sqrt(|a - b|^2 + c^2) - c per example (Song & Dhariwal 2023, eq. 6): L2 far away, squared
+    L2 near, which the authors found more robust than either."""
+    return torch.sqrt(((a - b) ** 2).flatten(1).sum(1) + c ** 2) - c
+
+
+def consistency_loss(student: DenoiserFn, target: DenoiserFn, teacher_solve: Callable, y: torch.Tensor, cond,
+                     scale: torch.Tensor, levels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One batch of consistency distillation (Song et al. 2023, alg. 2): for each clean image y a
+    random pair of adjacent `levels` (ascending), x = y + s_{n+1} z, the teacher's x at s_n
+    (teacher_solve, one Heun step), and the distance between the student's clean image of x and
+    the target network's of the teacher's point. c = 0.00054 sqrt(d), the paper's choice."""
+    b = y.shape[0]
+    n = torch.randint(len(levels) - 1, (b,), generator=generator)
+    lo, hi = levels[n].to(y), levels[n + 1].to(y)
+    x = y + _column(hi, y) * torch.randn(y.shape, generator=generator).to(y)
+    with torch.no_grad():
+        aim = target(teacher_solve(x, hi, lo, cond, scale), lo, with_guidance(cond, scale))
+    c = 0.00054 * math.sqrt(y[0].numel())
+    return pseudo_huber(student(x, hi, with_guidance(cond, scale)), aim, c).mean()
+
+
+@torch.no_grad()
+def ema_update(target: torch.nn.Module, online: torch.nn.Module, mu: float) -> None:
+    """theta- <- mu theta- + (1 - mu) theta (Song et al. 2023, alg. 2, last line)."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.lerp_(o, 1 - mu)
+
+
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
@@ -172,6 +219,12 @@ class DistillConfig:
     guidance_min: float = 1.0        # the student learns every scale in [min, max] (Meng et al. draw w per example)
     guidance_max: float = 4.0
     seed: int = 0
+    method: str = "progressive"      # or "consistency" (one student, any steps; start_steps is not used)
+    levels: int = 18                 # consistency: the N of the teacher's grid (Song et al. 2023: 18)
+    ema: float = 0.95                # consistency: the target network's EMA rate mu
+
+
+METHODS = ("progressive", "consistency")
 
 
 def student_of(teacher) -> "torch.nn.Module":
@@ -186,11 +239,45 @@ def student_of(teacher) -> "torch.nn.Module":
     return student
 
 
+def train_student(student, loss_of: Callable, data, cfg: DistillConfig, g: torch.Generator, label: str,
+                  progress: Callable[[str], None], after_step: Callable[[], None] = lambda: None) -> list[float]:
+    """One round: Adam on the student's denoiser, its rate decayed linearly to 0, batches of the
+    teacher's training images with their captions and a guidance scale drawn per example;
+    loss_of(y, cond, w) is the method's loss. The text encoder stays the teacher's."""
+    params = [p for name, p in student.named_parameters() if name.startswith("denoiser.")]
+    for p in student.text_encoder.parameters():
+        p.requires_grad_(False)  # the words mean what they meant to the teacher
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / cfg.iterations)
+    losses = []
+    student.train()
+    for it in range(cfg.iterations):
+        idx = torch.randint(len(data.captions), (cfg.batch_size,), generator=g)
+        with torch.no_grad():
+            cond = student.encode([data.captions[i] for i in idx.tolist()])
+        w = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(cfg.batch_size, generator=g)
+        loss = loss_of(data.images[idx], cond, w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        after_step()
+        losses.append(loss.item())
+        if (it + 1) % 100 == 0:
+            progress(f"{label}: {it + 1}/{cfg.iterations}, loss {sum(losses[-100:]) / 100:.4f}")
+    student.eval()
+    return losses
+
+
 def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path:
-    """Progressive distillation from cfg.start_steps down to cfg.steps, one student per halving,
-    each saved when its round ends (a stopped run starts again at the first round not saved)."""
+    """Distil cfg.teacher into OUT. Progressive: from cfg.start_steps down to cfg.steps, one
+    student per halving; consistency: one student. Each round's student is saved when the round
+    ends, in OUT/rounds/<N>-steps or OUT/rounds/consistency (a stopped run starts again at the
+    first round not saved), and the last one in OUT."""
     from .checkpoint import CONFIG_FILE, load_checkpoint, model_dir, model_name, save_checkpoint
     from .copies import training_set
+    if cfg.method not in METHODS:
+        raise DiffuseError(f"unknown distillation method {cfg.method!r}: choose one of {', '.join(METHODS)}")
     teacher_dir = model_dir(cfg.teacher)
     teacher, teacher_cfg = load_checkpoint(teacher_dir)
     if teacher_cfg.get("distilled"):
@@ -202,49 +289,51 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
     with torch.no_grad():
         empty = teacher.encode([""])
     uncond_of = lambda b: empty.repeat(b)  # noqa: E731
-    previous = None
-    for n in halvings(cfg.start_steps, cfg.steps):
-        folder = Path(cfg.out) / "rounds" / f"{n}-steps"
-        if (folder / CONFIG_FILE).is_file():
-            previous, _ = load_checkpoint(folder)
-            progress(f"{n} steps: kept from {folder}")
-            continue
-        student = (student_of(teacher) if previous is None else copy.deepcopy(previous)).requires_grad_(True)
-        solve = (teacher_of_first_student(teacher.denoiser, uncond_of, cfg.teacher_substeps) if previous is None
-                 else teacher_of_next_student(frozen_copy(previous).denoiser))
-        params = [p for name, p in student.named_parameters() if name.startswith("denoiser.")]
-        for p in student.text_encoder.parameters():
-            p.requires_grad_(False)  # the words mean what they meant to the teacher
-        opt = torch.optim.Adam(params, lr=cfg.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / cfg.iterations)
-        grid, losses, t0 = rho_grid(n), [], time.monotonic()
-        student.train()
-        for it in range(cfg.iterations):
-            idx = torch.randint(len(data.captions), (cfg.batch_size,), generator=g)
-            with torch.no_grad():
-                cond = student.encode([data.captions[i] for i in idx.tolist()])
-            w = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(cfg.batch_size, generator=g)
-            loss = distillation_loss(student.denoiser, solve, data.images[idx], cond, w, grid, g)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            if (it + 1) % 100 == 0:
-                progress(f"{n} steps: {it + 1}/{cfg.iterations}, loss {sum(losses[-100:]) / 100:.4f}")
-        student.eval()
+    record = {"teacher": model_name(teacher_dir), "teacher_sha256": teacher_cfg["weights_sha256"],
+              "guidance_range": [cfg.guidance_min, cfg.guidance_max], "settings": dataclasses.asdict(cfg)}
+
+    def save(folder, student, losses, t0, **what):
         info = {"data": teacher_cfg.get("data", {}),
-                "distilled": {"method": "progressive", "steps": n, "sigmas": [float(s) for s in grid],
-                              "sampler": "euler", "schedule": "karras0",
-                              "guidance_range": [cfg.guidance_min, cfg.guidance_max],
-                              "teacher": model_name(teacher_dir), "teacher_sha256": teacher_cfg["weights_sha256"],
-                              "settings": dataclasses.asdict(cfg), "seconds": round(time.monotonic() - t0, 1),
+                "distilled": {"method": cfg.method, **what, **record, "seconds": round(time.monotonic() - t0, 1),
                               "final_loss": sum(losses[-100:]) / max(1, len(losses[-100:]))}}
         save_checkpoint(folder, student, info)
-        progress(f"{n} steps: saved {folder}")
-        previous = student
-    final, _ = load_checkpoint(Path(cfg.out) / "rounds" / f"{cfg.steps}-steps")
-    save_checkpoint(cfg.out, final, read_config_info(Path(cfg.out) / "rounds" / f"{cfg.steps}-steps"))
+        progress(f"{folder.name}: saved {folder}")
+
+    if cfg.method == "consistency":
+        last = Path(cfg.out) / "rounds" / "consistency"
+        if not (last / CONFIG_FILE).is_file():
+            student, t0 = student_of(teacher).requires_grad_(True), time.monotonic()
+            target = frozen_copy(student)
+            solve = teacher_of_first_student(teacher.denoiser, uncond_of, 1)
+            levels = consistency_levels(cfg.levels)
+            losses = train_student(
+                student, lambda y, cond, w: consistency_loss(student.denoiser, target.denoiser, solve, y, cond, w,
+                                                             levels, g),
+                data, cfg, g, "consistency", progress, after_step=lambda: ema_update(target, student, cfg.ema))
+            # The online network is the student (Song et al. sample with the EMA of a slower rate,
+            # 0.9999, which a run of a few thousand steps would barely move from the teacher).
+            save(last, student, losses, t0, steps=cfg.steps, sampler="consistency", schedule="karras0",
+                 any_steps=True)
+    else:
+        previous = None
+        for n in halvings(cfg.start_steps, cfg.steps):
+            last = Path(cfg.out) / "rounds" / f"{n}-steps"
+            if (last / CONFIG_FILE).is_file():
+                previous, _ = load_checkpoint(last)
+                progress(f"{n} steps: kept from {last}")
+                continue
+            student = (student_of(teacher) if previous is None else copy.deepcopy(previous)).requires_grad_(True)
+            solve = (teacher_of_first_student(teacher.denoiser, uncond_of, cfg.teacher_substeps) if previous is None
+                     else teacher_of_next_student(frozen_copy(previous).denoiser))
+            grid, t0 = rho_grid(n), time.monotonic()
+            losses = train_student(
+                student, lambda y, cond, w: distillation_loss(student.denoiser, solve, y, cond, w, grid, g),
+                data, cfg, g, f"{n} steps", progress)
+            save(last, student, losses, t0, steps=n, sigmas=[float(s) for s in grid], sampler="euler",
+                 schedule="karras0")
+            previous = student
+    final, _ = load_checkpoint(last)
+    save_checkpoint(cfg.out, final, read_config_info(last))
     return Path(cfg.out)
 
 

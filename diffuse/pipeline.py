@@ -155,12 +155,17 @@ def sampling_defaults(config: dict) -> dict:
 
 
 def check_student_request(name: str, student: dict, request: GenerateRequest) -> None:
-    """A distilled student samples only as it was trained: its steps, sampler and schedule, guidance
-    against the empty prompt at a scale in its range. Anything else is a RequestError that says
-    what to ask for: its teacher samples everything else."""
+    """A distilled student samples only as it was trained: its steps (any, for a consistency model),
+    sampler and schedule, guidance against the empty prompt at a scale in its range. Anything else
+    is a RequestError that says what to ask for: its teacher samples everything else."""
     asked = (request.steps, request.sampler, request.schedule)
     own = (student["steps"], student["sampler"], student["schedule"])
-    if asked != own:
+    if student.get("any_steps"):  # a consistency model maps every level to its clean image: any steps
+        if asked[1:] != own[1:]:
+            raise RequestError(f"{name} is a consistency model: it samples in any number of steps with the {own[1]} "
+                               f"sampler on the {own[2]} schedule, not {asked[1]} on {asked[2]}: leave those "
+                               f"settings out, or use its teacher {student['teacher']!r}")
+    elif asked != own:
         raise RequestError(f"{name} is distilled to sample in {own[0]} {own[1]} steps on the {own[2]} schedule, not "
                            f"{asked[0]} {asked[1]} steps on {asked[2]}: leave those settings out, or use its teacher "
                            f"{student['teacher']!r}")
@@ -183,7 +188,7 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu", watermark: bool = True) -> "Pipeline":
-        """The checkpoint in `path` (a directory, or a bundled model's name: shapes, emoji), or the
+        """The checkpoint in `path` (a directory, or a bundled model's name: shapes, emoji, shapes-fast), or the
         bundled shapes model when path is None; `watermark`: mark the start noise (watermark.py)."""
         path = model_dir(path)
         model, cfg = load_checkpoint(path, device)
@@ -202,6 +207,9 @@ class Pipeline:
             check_mask_size(request.mask, request.init_image.size)
         if self.student:
             check_student_request(self.name, self.student, request)
+        elif request.sampler == "consistency":  # re-noising a denoiser's mean loses variance at every step
+            raise RequestError(f"the consistency sampler is for consistency models (diffuse distill --method "
+                               f"consistency); {self.name or 'this model'} is a denoiser: use another sampler")
 
     @torch.no_grad()
     def sample(self, request: GenerateRequest, callback: Callable[[Step], None] | None = None) -> torch.Tensor:

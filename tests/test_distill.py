@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import FiniteDenoiser
+from conftest import FiniteDenoiser, GaussianDenoiser
 from diffuse.denoiser import Denoiser
-from diffuse.distill import (ddim_step, distillation_loss, guided, halvings, heun_solve, rho_grid, student_fn,
-                             student_target, teacher_of_next_student)
+from diffuse.distill import (consistency_levels, consistency_loss, ddim_step, distillation_loss, ema_update, guided,
+                             halvings, heun_solve, rho_grid, student_fn, student_target, teacher_of_next_student)
 from diffuse.networks import UNet, UNetConfig
 from diffuse.schedules import SIGMA_MAX
 from diffuse.text_encoder import Conditioning
@@ -143,6 +143,64 @@ def test_a_tiny_distillation_run_lowers_the_one_step_error():
     assert error() < 0.5 * before, (before, error())
 
 
+def test_the_consistency_loss_vanishes_for_the_exact_consistency_function():
+    """For data N(0, s^2) the PF-ODE's map to sigma = 0, x s / sqrt(s^2 + sigma^2), is the exact
+    consistency function: the teacher's Heun step between adjacent levels leaves its value
+    unchanged (to Heun's error), while the denoiser, a posterior mean, changes along the path."""
+    gauss = GaussianDenoiser(0.5)
+
+    def solve(x, s, s_next, cond, scale):
+        return heun_solve(gauss, x, s, s_next, cond, 1)
+
+    def exact(x, sigma, cond):
+        return x * 0.5 / (0.25 + sigma.reshape(-1, 1, 1, 1) ** 2) ** 0.5
+
+    levels = consistency_levels(40)
+    assert levels[0] == pytest.approx(0.002) and levels[-1] == pytest.approx(SIGMA_MAX) and bool((levels[1:] > levels[:-1]).all())
+    y = 0.5 * torch.randn(256, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    loss = lambda f: float(consistency_loss(f, f, solve, y, blank_cond(256), torch.ones(256), levels,  # noqa: E731
+                                            torch.Generator().manual_seed(1)))
+    assert loss(exact) < 0.02 * loss(lambda x, sigma, cond: gauss(x, sigma)), (loss(exact), loss(gauss))
+
+
+def test_a_tiny_consistency_distillation_lowers_the_one_step_error():
+    torch.manual_seed(0)
+    data = points(2, (3, 8, 8))
+    exact = FiniteDenoiser(data)
+
+    def solve(x, s, s_next, cond, scale):
+        return heun_solve(exact, x, s, s_next, cond, 1)
+
+    student, g, levels = tiny_student(), torch.Generator().manual_seed(0), consistency_levels(8)
+    target = Denoiser(UNet(student.net.cfg)).requires_grad_(False)
+    target.load_state_dict(student.state_dict())
+    probe = SIGMA_MAX * torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(9))
+    w = torch.full((32,), 2.0)
+    ends = heun_solve(exact, probe, torch.full((32,), SIGMA_MAX), torch.zeros(32), None, 24)
+
+    def error():
+        with torch.no_grad():
+            return float(((student(probe, torch.full((32,), SIGMA_MAX), blank_cond(32, guidance=w)) - ends) ** 2).mean())
+
+    before = error()
+    opt = torch.optim.Adam(student.parameters(), lr=2e-3)
+    for _ in range(300):
+        y = data[torch.randint(2, (16,), generator=g)]
+        loss = consistency_loss(student, target, solve, y, blank_cond(16), torch.full((16,), 2.0), levels, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema_update(target, student, 0.9)
+    assert error() < 0.5 * before, (before, error())
+
+
+def test_ema_update_moves_the_target_by_one_minus_mu():
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    wa, wb = a.weight.detach().clone(), b.weight.detach().clone()
+    ema_update(a, b, 0.75)
+    assert torch.allclose(a.weight, 0.75 * wa + 0.25 * wb)
+
+
 def test_distill_saves_each_student_with_its_record_and_resumes(tiny_model_dir, tmp_path):
     import shutil
     from diffuse.checkpoint import load_checkpoint, read_config
@@ -166,6 +224,40 @@ def test_distill_saves_each_student_with_its_record_and_resumes(tiny_model_dir, 
     assert said[0].startswith("2 steps: kept") and (out / "rounds" / "1-steps" / "config.json").is_file()
     with pytest.raises(Exception, match="distilled student already"):
         distill(DistillConfig(teacher=str(out), out=str(tmp_path / "again")), progress=lambda m: None)
+
+
+def test_a_consistency_student_samples_in_any_steps_with_its_own_sampler(tiny_model_dir, tmp_path, capsys):
+    import json
+    from PIL import Image
+    from diffuse.checkpoint import read_config
+    from diffuse.cli import main
+    from diffuse.distill import DistillConfig, distill
+    from diffuse.errors import RequestError
+    from diffuse.pipeline import GenerateRequest, Pipeline
+    out = distill(DistillConfig(teacher=str(tiny_model_dir), out=str(tmp_path / "cd"), steps=2, iterations=3,
+                                batch_size=4, method="consistency", levels=6), progress=lambda m: None)
+    record = read_config(out)["distilled"]
+    assert (record["method"], record["sampler"], record["any_steps"]) == ("consistency", "consistency", True)
+    assert (out / "rounds" / "consistency" / "config.json").is_file()
+    pipe = Pipeline.load(out)
+    assert pipe.defaults == {"steps": 2, "sampler": "consistency", "schedule": "karras0"}
+    two = pipe("a red circle", n=2, seed=5)
+    assert pipe("a red circle", seed=6)[0].tobytes() == two[1].tobytes()  # its re-noising is seeded per image
+    one = pipe("a red circle", seed=5, steps=1)[0]
+    assert json.loads(one.info["diffuse"])["steps"] == 1 and one.tobytes() != two[0].tobytes()
+    with pytest.raises(RequestError, match="consistency model"):
+        pipe.generate(GenerateRequest("a red circle", seed=0, steps=2, sampler="euler", schedule="karras0"))
+    with pytest.raises(RequestError, match="consistency sampler is for consistency models"):
+        Pipeline.load(tiny_model_dir).generate(GenerateRequest("a red circle", seed=0, sampler="consistency"))
+    png = tmp_path / "c.png"
+    assert main(["generate", "a red circle", "--model", str(out), "--steps", "3", "--seed", "1", "--out", str(png)]) == 0
+    assert json.loads(Image.open(png).text["diffuse"])["sampler"] == "consistency"
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "distilled  consistency from" in capsys.readouterr().out
+    assert main(["distill", "--teacher", str(tiny_model_dir), "--out", str(tmp_path / "z"), "--method",
+                 "consistency", "--ema", "1"]) == 2
+    assert "--ema" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
