@@ -20,8 +20,8 @@ from .samplers import SAMPLERS
 from .schedules import SCHEDULES
 
 
-MODEL_HELP = ("a bundled model, shapes or emoji, or a checkpoint directory from diffuse train (./NAME for a "
-              "folder named like a bundled model) (default: shapes)")
+MODEL_HELP = ("a bundled model, shapes, emoji or shapes-fast (shapes distilled to few steps), or a checkpoint "
+              "directory from diffuse train (./NAME for a folder named like a bundled model) (default: shapes)")
 SEED_RANGE = "an integer from 0 to 2^32 - 1"  # pipeline.MAX_SEED; larger seeds are an error, not reduced
 
 
@@ -142,7 +142,7 @@ def _add_credentials(p):
     p.add_argument("--c2pa-key", metavar="PEM", help="its private key (default: $DIFFUSE_C2PA_KEY)")
 
 
-def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True):
+def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True, steps: int | None = None):
     """Options every generating command shares (they fill one GenerateRequest). Commands that
     draw one picture of the process (explain) take one image and their own --out. With
     `prompt_help` the prompt is optional."""
@@ -158,7 +158,7 @@ def _add_sampling(p, prompt_help: str | None = None, writes_images: bool = True)
         p.set_defaults(num=1)
     p.add_argument("--seed", type=int, help=f"seed of the first image, {SEED_RANGE}; image k uses seed+k (default: random)")
     p.add_argument("--steps", type=int,
-                   help=f"sampler steps (default: {_request_default('steps')}, or a distilled model's own)")
+                   help=f"sampler steps (default: {steps or _request_default('steps')}, or a distilled model's own)")
     p.add_argument("--sampler", choices=list(SAMPLERS),
                    help="default: {}; {} for inpaint and outpaint, where it measured best; a distilled model's "
                         "own".format(*_sampler_defaults()))
@@ -228,6 +228,9 @@ def _add_edit(sub):
                    help=f"0..1, how far from the image (default: {VARY_STRENGTH})")
 
 
+DENOISE_STEPS = 10  # explain denoise: ten frames show the process and draw quickly
+
+
 def _add_explain(sub):
     p = sub.add_parser("explain", help="pictures of how diffusion works",
                        description="Pictures of the process: the forward noising, the reverse denoising step by "
@@ -244,9 +247,9 @@ def _add_explain(sub):
     q = esub.add_parser("denoise", help="each step's noisy image and guess of the clean image",
                         description="The reverse process: for each step, x_t (top) and the model's guess of the "
                                     "clean image (bottom), as a strip PNG and an animated GIF (one frame per step).")
-    _add_sampling(q, writes_images=False)
+    _add_sampling(q, writes_images=False, steps=DENOISE_STEPS)
     q.add_argument("--out", default="outputs/explain-denoise.png", help="PNG to write; the GIF goes beside it")
-    q.set_defaults(steps=10, seed=0)
+    q.set_defaults(seed=0)
     q = esub.add_parser("guidance", help="the same seed at several guidance scales",
                         description="One prompt, one seed, a row of classifier-free guidance scales.")
     _add_sampling(q, writes_images=False)
@@ -260,7 +263,7 @@ def _add_explain(sub):
     q.add_argument("--model", help=MODEL_HELP)
     q.add_argument("-n", "--num", type=int, default=4, help="seeds per prompt (default: 4)")
     q.add_argument("--seed", type=int, default=0, help=f"first seed, {SEED_RANGE} (default: 0)")
-    q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
+    q.add_argument("--steps", type=int, help="sampler steps (default: 20, or a distilled model's own)")
     q.add_argument("--out", default="outputs/explain-prompt.png", help="PNG to write")
     _add_credentials(q)
     _add_watermark(q)
@@ -272,7 +275,7 @@ def _add_explain(sub):
     q.add_argument("--model", default="emoji", help="as elsewhere (default: emoji)")
     q.add_argument("--styles", help="comma-separated style words (default: the model's own)")
     q.add_argument("--seed", type=int, default=0, help=f"the seed of every cell, {SEED_RANGE} (default: 0)")
-    q.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
+    q.add_argument("--steps", type=int, help="sampler steps (default: 20, or a distilled model's own)")
     q.add_argument("--out", default="outputs/explain-styles.png", help="PNG to write")
     _add_credentials(q)
     _add_watermark(q)
@@ -353,7 +356,8 @@ def _add_copies_options(p):
     p.add_argument("--images", metavar="DIR", help="check the images in DIR instead of generating")
     p.add_argument("--seed", type=int, default=0,
                    help="picks the training captions prompted with, and image i's seed is seed + i (default: 0)")
-    p.add_argument("--steps", type=int, default=_request_default("steps"), help="sampler steps (default: %(default)s)")
+    p.add_argument("--steps", type=int,
+                   help=f"sampler steps (default: {_request_default('steps')}, or a distilled model's own)")
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the report (every image's nearest) as JSON")
@@ -374,7 +378,7 @@ def _add_copies(sub):
 
 
 def _add_distill(sub):
-    from .distill import DistillConfig
+    from .distill import METHODS, DistillConfig
     d = lambda name: DistillConfig.__dataclass_fields__[name].default  # noqa: E731
     p = sub.add_parser("distill", help="distil a model into a few-step student with guidance built in",
                        description="Progressive distillation (Salimans & Ho 2022) with the guidance scale an input of "
@@ -384,7 +388,10 @@ def _add_distill(sub):
                                    "Each student is saved in OUT/rounds/<N>-steps when its round ends (run the same "
                                    "command again to go on after a stop), the last one in OUT. A student samples "
                                    "only as it was trained: its steps, the euler sampler and the karras0 schedule, "
-                                   "which every command picks by default for it.")
+                                   "which every command picks by default for it. --method consistency instead "
+                                   "trains one consistency model (Song et al. 2023, consistency distillation) that "
+                                   "samples in any number of steps with the consistency sampler (--steps is its "
+                                   "default), saved in OUT/rounds/consistency and OUT.")
     p.add_argument("--teacher", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="the student's checkpoint folder")
     p.add_argument("--steps", type=int, choices=[1, 2, 4, 8], default=d("steps"), help="the student's steps (default: %(default)s)")
@@ -399,12 +406,18 @@ def _add_distill(sub):
                    default=[d("guidance_min"), d("guidance_max")],
                    help="the guidance scales the student learns (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d("seed"), help="(default: %(default)s)")
+    p.add_argument("--method", choices=list(METHODS), default=d("method"), help="(default: %(default)s)")
+    p.add_argument("--levels", type=int, default=d("levels"),
+                   help="consistency: levels of the teacher's grid (default: %(default)s)")
+    p.add_argument("--ema", type=float, default=d("ema"),
+                   help="consistency: the target network's EMA rate (default: %(default)s)")
 
 
 def cmd_distill(a) -> None:
     from .distill import DistillConfig, distill, halvings
     try:
-        halvings(a.start_steps, a.steps)
+        if a.method == "progressive":
+            halvings(a.start_steps, a.steps)
     except ValueError as e:
         raise DiffuseError(str(e)) from None
     lo, hi = a.guidance_range
@@ -415,9 +428,14 @@ def cmd_distill(a) -> None:
             raise DiffuseError(f"--{name.replace('_', '-')} must be at least 1")
     if a.lr <= 0:
         raise DiffuseError("--lr must be above 0")
+    if a.levels < 2:
+        raise DiffuseError("--levels must be at least 2")
+    if not 0 <= a.ema < 1:
+        raise DiffuseError("--ema must be at least 0 and below 1")
     cfg = DistillConfig(teacher=a.teacher, out=a.out, steps=a.steps, start_steps=a.start_steps,
                         teacher_substeps=a.teacher_substeps, iterations=a.iterations, batch_size=a.batch_size,
-                        lr=a.lr, guidance_min=lo, guidance_max=hi, seed=a.seed)
+                        lr=a.lr, guidance_min=lo, guidance_max=hi, seed=a.seed, method=a.method, levels=a.levels,
+                        ema=a.ema)
     print(distill(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True)))
 
 
@@ -460,9 +478,9 @@ def _add_serve(sub):
                                    "waiting text-to-image jobs with the same settings together (--max-batch); "
                                    "requests beyond --queue-size waiting get 429.")
     p.add_argument("--model", action="append",
-                   help="a model to serve, given once per model: a bundled model (shapes, emoji) or a checkpoint "
-                        "directory from diffuse train (./NAME for a folder named like a bundled model); the first "
-                        "is the default (default: both bundled models, shapes first)")
+                   help="a model to serve, given once per model: a bundled model (shapes, emoji, shapes-fast) or a "
+                        "checkpoint directory from diffuse train (./NAME for a folder named like a bundled model); "
+                        "the first is the default (default: the three bundled models, shapes first)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every network)")
     p.add_argument("--port", type=int, default=8000, help="default: 8000")
@@ -474,7 +492,9 @@ def _add_serve(sub):
                    help="MiB kept in --output-dir, the oldest images removed first; 0 for no limit (default: 0)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but the page's files "
                                      "(default: $DIFFUSE_API_KEY; unset: no key)")
-    p.add_argument("--queue-size", type=int, default=8, help="jobs that may wait behind the running one (default: 8)")
+    p.add_argument("--queue-size", type=int, default=64,
+                   help="jobs that may wait behind the running one; as many as --limit-concurrency admits, so that "
+                        "a batch of --max-batch can fill (default: 64)")
     p.add_argument("--max-batch", type=int, default=16,
                    help="images that waiting text-to-image jobs with the same settings may share network passes "
                         "with (each image is what it would be alone); 1 = one job at a time (default: 16)")
@@ -736,6 +756,8 @@ def cmd_explain(a) -> None:
         return
     pipe = load_pipeline(a)
     if a.what == "denoise":
+        if a.steps is None and not pipe.defaults:
+            a.steps = DENOISE_STEPS
         req = request_from_args(a)
         note_prompt(pipe, req)
         strip, frames = explain.denoise_strip(pipe, req)
@@ -760,20 +782,22 @@ def cmd_explain(a) -> None:
         if not styles:
             raise DiffuseError(f"the model {pipe.name!r} records no styles: name them with --styles, e.g. --styles noto,openmoji")
         from .pipeline import GenerateRequest
-        GenerateRequest(a.subjects[0], seed=a.seed, steps=a.steps)  # validates the numbers
+        settings = sampling_settings(a, pipe.defaults)
+        pipe.request(a.subjects[0], seed=a.seed, **settings)  # validates the numbers
         for subject in a.subjects:
             for style in styles:
                 note_prompt(pipe, GenerateRequest(f"{subject}, {style} style"))
-        export.save(explain.style_grid(pipe, a.subjects, styles, a.seed, a.steps), out)
+        export.save(explain.style_grid(pipe, a.subjects, styles, a.seed, **settings), out)
         print(out)
     else:
         if len(a.prompts) < 2:
             raise DiffuseError("give at least two prompts to compare")
         from .pipeline import GenerateRequest
-        GenerateRequest(a.prompts[0], n=a.num, seed=a.seed, steps=a.steps)  # validates the numbers
+        settings = sampling_settings(a, pipe.defaults)
+        pipe.request(a.prompts[0], n=a.num, seed=a.seed, **settings)  # validates the numbers
         for prompt in a.prompts:
             note_prompt(pipe, GenerateRequest(prompt))
-        export.save(explain.prompt_grid(pipe, a.prompts, a.num, a.seed, a.steps), out)
+        export.save(explain.prompt_grid(pipe, a.prompts, a.num, a.seed, **settings), out)
         print(out)
 
 
@@ -796,7 +820,7 @@ def cmd_info(a) -> None:
     from .checkpoint import model_dir, read_config
     a.model = str(model_dir(a.model))
     cfg = read_config(a.model)
-    summary = {k: cfg[k] for k in ("unet", "text_encoder", "denoiser", "data", "training") if k in cfg}
+    summary = {k: cfg[k] for k in ("unet", "text_encoder", "denoiser", "data", "training", "distilled") if k in cfg}
     summary["tokenizer"] = {"kind": cfg["tokenizer"]["kind"], "words": len(cfg["tokenizer"]["vocab"]),
                             "max_length": cfg["tokenizer"]["max_length"]}
     summary["weights_sha256"] = cfg.get("weights_sha256")
@@ -812,8 +836,14 @@ def cmd_info(a) -> None:
           f"{t['max_length']} tokens")
     print(f"denoiser   {cfg['denoiser']['parameterization']} preconditioning, sigma_data {cfg['denoiser']['sigma_data']}")
     print(f"data       {json.dumps(cfg.get('data', {}))}")
-    print(f"training   {tr.get('steps')} steps, {tr.get('images_seen')} images, {tr.get('elapsed_s')} s, "
-          f"batch {batch_description(tr)}, lr {tr.get('lr')}, preset {tr.get('preset')}")
+    if d := cfg.get("distilled"):
+        steps = "any steps" if d.get("any_steps") else f"{d['steps']} steps"
+        print(f"distilled  {d['method']} from {d['teacher']} (sha256 {d['teacher_sha256'][:12]}) in {d['seconds']} s: "
+              f"{steps} {d['sampler']} on {d['schedule']}, guidance {d['guidance_range'][0]:g} to "
+              f"{d['guidance_range'][1]:g} as its input")
+    else:
+        print(f"training   {tr.get('steps')} steps, {tr.get('images_seen')} images, {tr.get('elapsed_s')} s, "
+              f"batch {batch_description(tr)}, lr {tr.get('lr')}, preset {tr.get('preset')}")
     print(f"resumable  {'yes' if resumable else 'no (no training state)'}")
 
 
@@ -873,10 +903,10 @@ def run_copies(a, pipe, picture_rows: int = 0):
     `picture_rows` most copy-like images returned when asked for."""
     from .copies import copies_picture, find_copies, format_report, generate_from_captions, load_image_files, \
         reader_for, training_set
-    from .pipeline import GenerateRequest
     if not 1 <= a.num <= 10000:
         raise DiffuseError("-n must be between 1 and 10000")
-    GenerateRequest("x", seed=a.seed, steps=a.steps, guidance=a.guidance)  # validates the numbers
+    settings = sampling_settings(a, pipe.defaults)
+    pipe.request("x", seed=a.seed, guidance=a.guidance, **settings)  # validates the numbers
     progress = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     train = training_set(pipe.config, a.data)
     reader = reader_for(pipe.config, train, progress)
@@ -885,11 +915,11 @@ def run_copies(a, pipe, picture_rows: int = 0):
         made_by = [{"file": name} for name in names]
     else:
         progress(f"generating {a.num} images from training captions")
-        generated, names, made_by = generate_from_captions(pipe, train, a.num, a.seed, steps=a.steps,
-                                                           guidance=a.guidance)
+        generated, names, made_by = generate_from_captions(pipe, train, a.num, a.seed, guidance=a.guidance,
+                                                           **settings)
     report = find_copies(generated, names, train, reader, progress)
     report.update(model=pipe.name, model_hash=pipe.model_hash[:12], seed=a.seed, images=a.images,
-                  steps=a.steps, guidance=a.guidance)
+                  steps=pipe.request("x", **settings).steps, guidance=a.guidance)
     print(format_report(report))
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -313,11 +313,10 @@ def generate_from_captions(pipe, train: TrainingSet, n: int, seed: int, batch: i
                            **request_kw) -> tuple[torch.Tensor, list[str], list[dict]]:
     """n images from the captions of n training images picked at random (Carlini et al. prompt
     with training captions: where a model copies, they are what makes it), image i from seed + i."""
-    from .pipeline import GenerateRequest
     g = torch.Generator().manual_seed(seed)
     m = len(train.captions)  # each caption once while there are enough, else drawn with repeats
     pick = (torch.randperm(m, generator=g)[:n] if n <= m else torch.randint(m, (n,), generator=g)).tolist()
-    requests = [GenerateRequest(prompt=train.captions[j], n=1, seed=seed + i, **request_kw) for i, j in enumerate(pick)]
+    requests = [pipe.request(train.captions[j], n=1, seed=seed + i, **request_kw) for i, j in enumerate(pick)]
     images = torch.cat([pipe.sample_batch(requests[s:s + batch]) for s in range(0, len(requests), batch)]).cpu()
     names = [f"seed {r.seed}: {r.prompt}" for r in requests]
     return as_saved(images), names, [json.loads(pipe.metadata(r, r.seed)["diffuse"]) for r in requests]

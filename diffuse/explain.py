@@ -116,8 +116,10 @@ def guidance_row(pipe: Pipeline, request: GenerateRequest, scales) -> Image.Imag
     return row
 
 
-def prompt_grid(pipe: Pipeline, prompts: list[str], n: int, seed: int, steps: int) -> Image.Image:
-    requests = [GenerateRequest(p, n=n, seed=seed, steps=steps) for p in prompts]
+def prompt_grid(pipe: Pipeline, prompts: list[str], n: int, seed: int, **settings) -> Image.Image:
+    """Rows of n images per prompt at the same seeds; `settings` (steps, sampler, schedule) over
+    the model's own defaults (pipe.request)."""
+    requests = [pipe.request(p, n=n, seed=seed, **settings) for p in prompts]
     labels = [["\n".join(textwrap.wrap(p, 15)[:2]) if k == 0 else f"seed {seed + k}" for k in range(n)] for p in prompts]
     grid = labelled_strip([list(pipe.sample(r)) for r in requests], labels)
     grid.info.update(pipe.composite_metadata([(r, s) for r in requests for s in r.seeds], picture="explain prompt"))
@@ -129,10 +131,10 @@ def model_styles(pipe: Pipeline) -> list[str]:
     return list(pipe.config.get("data", {}).get("emoji", {}).get("styles", []))
 
 
-def style_grid(pipe: Pipeline, subjects: list[str], styles: list[str], seed: int, steps: int) -> Image.Image:
+def style_grid(pipe: Pipeline, subjects: list[str], styles: list[str], seed: int, **settings) -> Image.Image:
     """One row per style, one column per subject: "<subject>, <style> style" (a caption template the
     emoji data trains on) at one seed, so a column shows the same start noise drawn in each style."""
-    rows = [[GenerateRequest(f"{subject}, {style} style", n=1, seed=seed, steps=steps) for subject in subjects]
+    rows = [[pipe.request(f"{subject}, {style} style", n=1, seed=seed, **settings) for subject in subjects]
             for style in styles]
     labels = [[f"{style}\n{textwrap.shorten(subject, 15, placeholder='..')}" for subject in subjects] for style in styles]
     images = pipe.sample_batch([r for row in rows for r in row])  # one batch: the same images, fewer passes

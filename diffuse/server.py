@@ -1,6 +1,6 @@
 """The HTTP server: OpenAI's Images API, a live-progress stream, and a web page.
 
-    diffuse serve                            # the bundled models, shapes and emoji: http://127.0.0.1:8000
+    diffuse serve                            # the bundled models, shapes, emoji, shapes-fast: http://127.0.0.1:8000
     diffuse serve --model runs/mine --model emoji   # any checkpoints; the first is the default
 
   POST /v1/images/generations  JSON: prompt, n, size "WxH", response_format (url | b64_json), model,
@@ -448,7 +448,8 @@ def model_info(pipe: Pipeline) -> dict:
     info = {"id": pipe.name, "image_size": size, "sizes": [f"{k * size}x{k * size}" for k in (1, 2, 3, 4)],
             "prompts": example_prompts(pipe.config.get("data") or {})}
     if pipe.student:  # it samples only as it was distilled (pipeline.check_student_request)
-        info.update(sampling=pipe.defaults, guidance_range=pipe.student["guidance_range"])
+        info.update(sampling=pipe.defaults, guidance_range=pipe.student["guidance_range"],
+                    any_steps=bool(pipe.student.get("any_steps")))  # a consistency model takes any steps
     return info
 
 
@@ -635,7 +636,7 @@ Model = str | Path | Pipeline
 
 
 def create_app(models: Model | list[Model], *, output_dir: str | Path, api_key: str | None = None,
-               queue_size: int = 8, limits: Limits = Limits(), credentials=None, max_batch: int = 1) -> FastAPI:
+               queue_size: int = 64, limits: Limits = Limits(), credentials=None, max_batch: int = 1) -> FastAPI:
     """The server as an ASGI app (run it with uvicorn). `models` are checkpoint directories,
     bundled models' names or loaded Pipelines (one, or a list whose first is the default);
     `queue_size` jobs may wait behind the running one before requests get 429; waiting

@@ -79,7 +79,7 @@ class Worker:
         self.counts = Counter(done=0, failed=0, cancelled=0, rejected=0)
         self.running: Job | None = None
         self.batch: list[Job] = []  # the jobs of the batch that runs, when several
-        self.mean_seconds = 1.0  # moving average of a job's run time, for Retry-After
+        self.run_seconds: float | None = None  # moving average of a run's time (one job or a batch), for Retry-After
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -94,8 +94,15 @@ class Worker:
         return job
 
     def retry_after(self) -> int:
-        """Seconds until a place in the queue is likely free: the jobs ahead times their mean time."""
-        return max(1, math.ceil(self.mean_seconds * (self.queue.qsize() + 1)))
+        """Seconds until a place in the queue is likely free: when the run now going ends, the
+        worker takes the next job (or batch of up to max_batch jobs) out of the queue, so about
+        one run's time, whatever the queue holds. (Jobs ahead times their mean time, the estimate
+        before, told clients to stay away while a batch emptied the queue: benchmarks/RESULTS.md,
+        "Serving: a queue that holds the clients".) 1 s before the first run has been timed."""
+        return max(1, math.ceil(self.run_seconds or 1))
+
+    def _timed(self, seconds: float) -> None:
+        self.run_seconds = seconds if self.run_seconds is None else 0.8 * self.run_seconds + 0.2 * seconds
 
     def status(self) -> dict:
         return {"running": self.running is not None, "waiting": self.queue.qsize(), "queue_size": self.queue_size,
@@ -204,7 +211,7 @@ class Worker:
                 self.counts["done"] += 1
                 job.future.set_result(job.pipe.to_images(job.request, x[a:b]))
             self.batches[len(jobs)] += 1
-            self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * (time.perf_counter() - start) / len(jobs)
+            self._timed(time.perf_counter() - start)
         finally:
             self.running, self.batch = None, []
 
@@ -222,7 +229,7 @@ class Worker:
         else:
             self.counts["done"] += 1
             self.batches[1] += 1
-            self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * (time.perf_counter() - start)
+            self._timed(time.perf_counter() - start)
             job.future.set_result(images)
         finally:
             self.running = None

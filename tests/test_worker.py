@@ -116,3 +116,24 @@ def test_edits_and_big_jobs_run_alone(held, tiny_model_dir):
 def test_max_batch_must_be_positive():
     with pytest.raises(DiffuseError, match="max batch"):
         Worker(4, max_batch=0)
+
+
+def test_retry_after_is_about_one_runs_time_whatever_the_queue_holds(held):
+    """A place frees when the run going now ends (the worker then takes the next job or batch), so
+    Retry-After is the moving average of a run's time, not that times the jobs waiting."""
+    worker = Worker(4, max_batch=4)
+    assert worker.retry_after() == 1  # nothing timed yet
+    worker._timed(2.2)
+    assert worker.retry_after() == 3
+    worker._timed(0.2)  # 0.8 * 2.2 + 0.2 * 0.2 = 1.8
+    assert worker.retry_after() == 2
+    try:
+        first = worker.submit(Job(GenerateRequest("a red circle", seed=1, steps=2), held))
+        started(worker, first)
+        for k in range(4):
+            worker.submit(Job(GenerateRequest("a blue square", seed=k, steps=2), held))
+        with pytest.raises(Exception, match="retry after 2 s"):
+            worker.submit(Job(GenerateRequest("a cross", seed=9, steps=2), held))
+    finally:
+        held.gate.set()
+        worker.stop()
