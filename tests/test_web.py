@@ -199,3 +199,38 @@ def test_an_uploaded_image_says_who_made_it(page, tiny_model_dir, tmp_path):
     page.set_input_files("#init-file", str(plain))
     page.wait_for_function("document.getElementById('made-by').textContent.includes('No diffuse parameters')")
     assert "No content credentials." in page.inner_text("#made-by")
+
+
+@pytest.fixture(scope="module")
+def student_site(tiny_model_dir, tmp_path_factory):
+    """A tiny distilled student (two steps) served beside its teacher."""
+    from diffuse.distill import DistillConfig, distill
+    out = distill(DistillConfig(teacher=str(tiny_model_dir), out=str(tmp_path_factory.mktemp("live") / "fast"),
+                                steps=2, start_steps=2, iterations=2, batch_size=4), progress=lambda m: None)
+    models = [Pipeline.load(tiny_model_dir), Pipeline.load(out)]
+    with live_server(create_app(models, output_dir=tmp_path_factory.mktemp("served-live"))) as base:
+        yield base
+
+
+def test_live_mode_draws_a_students_image_as_you_type(browser, student_site):
+    page = browser.new_page()
+    page.goto(student_site)
+    page.wait_for_selector("#sampler option", state="attached")
+    assert page.is_hidden("#live-row")  # the teacher: 40 passes an image, too slow to draw per keystroke
+    page.select_option("#model", "fast")
+    assert page.is_visible("#live-row") and page.is_disabled("#steps") and "distilled to 2 steps" in page.inner_text("#model-info")
+    page.check("#live-mode")
+    assert page.input_value("#seed") != ""  # one seed while typing: Generate then draws the image on show
+    page.type("#prompt", "a red circle", delay=20)
+    page.wait_for_function("document.getElementById('progress').textContent.startsWith('live: done')")
+    assert page.is_visible("#preview") and page.locator(".card").count() == 0  # live images stay out of the gallery
+    first = page.get_attribute("#preview", "src")
+    page.fill("#prompt", "")
+    page.evaluate("document.getElementById('progress').textContent = ''")
+    page.type("#prompt", "a blue square", delay=20)
+    page.wait_for_function("document.getElementById('progress').textContent.startsWith('live: done')")
+    assert page.get_attribute("#preview", "src") != first
+    page.click("#generate")  # Generate keeps it: the same request goes to the gallery
+    page.wait_for_function("document.querySelectorAll('.card img').length >= 1")
+    assert "a blue square" in page.locator(".card").first.inner_text()
+    page.close()

@@ -51,11 +51,16 @@ async function loadConfig() {
 // training captions) as chips that fill the prompt.
 function chooseModel() {
   const model = state.config.models.find((m) => m.id === $("model").value);
-  // A distilled student samples only as it was trained: its steps and sampler, no negative prompt.
+  // A distilled student samples only as it was trained: its steps (any, for a consistency model)
+  // and sampler, no negative prompt.
   const own = model.sampling;
-  $("model-info").textContent = `trained at ${model.image_size}px` + (own ? `, distilled to ${own.steps} steps` : "");
+  $("model-info").textContent = `trained at ${model.image_size}px` +
+    (own ? (model.any_steps ? ", a consistency model" : `, distilled to ${own.steps} steps`) : "");
   $("steps").value = own ? own.steps : state.config.defaults.steps;
-  for (const id of ["steps", "sampler", "negative"]) $(id).disabled = Boolean(own);
+  for (const id of ["sampler", "negative"]) $(id).disabled = Boolean(own);
+  $("steps").disabled = Boolean(own) && !model.any_steps;
+  $("live-row").hidden = !own;  // live mode: only a distilled student draws fast enough to keep up with typing
+  if (!own) $("live-mode").checked = false;
   $("size").replaceChildren(...model.sizes.map((s) => new Option(s, s)));
   $("prompt").placeholder = model.prompts[0] || "a prompt";
   $("examples").replaceChildren(...model.prompts.map((prompt) => {
@@ -75,8 +80,10 @@ function samplingFields(form) {
   const f = { model: $("model").value, negative_prompt: $("negative").value, steps: $("steps").value,
               sampler: $("sampler").value, guidance: $("guidance").value, n: $("n").value, size: $("size").value };
   if ($("seed").value !== "") f.seed = $("seed").value;
-  if (state.config.models.find((m) => m.id === f.model)?.sampling) {  // a student: the server fills its own
-    delete f.steps; delete f.sampler; delete f.negative_prompt;
+  const model = state.config.models.find((m) => m.id === f.model);
+  if (model?.sampling) {  // a student: the server fills its own
+    if (!model.any_steps) delete f.steps;
+    delete f.sampler; delete f.negative_prompt;
   }
   for (const [k, v] of Object.entries(f)) if (v !== "") form.append(k, v);  // empty: the server's default
   return form;
@@ -109,7 +116,8 @@ async function requestForm() {
 
 // ---------------------------------------------------------------- streaming a job
 
-// POST the form, read server-sent events as they come: step -> preview, done -> gallery.
+// POST the form, read server-sent events as they come: step -> preview, done -> gallery (in live
+// mode the last step's preview, which is the finished image, stays on show instead).
 async function stream(form, label) {
   if (state.abort) state.abort.abort();
   const abort = new AbortController();
@@ -157,8 +165,12 @@ function handleEvent(text, label) {
     $("placeholder").hidden = true;
     $("progress").textContent = `${label}: step ${body.index + 1}/${body.total}, sigma ${body.sigma.toFixed(3)}`;
   } else if (event === "done") {
-    $("progress").textContent = `${label}: done.`;
     showFormed();
+    if (label === "live") {
+      $("progress").textContent = "live: done. Press Generate to keep it.";
+      return;
+    }
+    $("progress").textContent = `${label}: done.`;
     for (const item of body.data) addCard(item);
   } else if (event === "error") {
     $("error").textContent = body.error.message;
@@ -342,6 +354,22 @@ function start() {
     stream(await requestForm(), label);
   });
   $("stop").onclick = () => { if (state.abort) state.abort.abort(); };
+  // Live mode: each pause in typing draws the prompt again (stream() stops the run before), at one
+  // seed, so that Generate then draws the image on show.
+  $("live-mode").addEventListener("change", () => {
+    if ($("live-mode").checked && $("seed").value === "") $("seed").value = String(Math.floor(Math.random() * 2 ** 31));
+  });
+  let typing = null;
+  $("prompt").addEventListener("input", () => {
+    if (!$("live-mode").checked || state.hasInit) return;
+    clearTimeout(typing);
+    typing = setTimeout(async () => {
+      if (!$("prompt").value.trim()) return;
+      const form = await requestForm();
+      form.set("n", "1");  // one image: the preview shows it
+      stream(form, "live");
+    }, 300);
+  });
   $("init-file").addEventListener("change", async () => {
     const file = $("init-file").files[0];
     if (!file) return;
