@@ -29,11 +29,15 @@ install: $(STAMP) $(SYSTEM)
 test: $(STAMP) $(SYSTEM)
 	$(BIN)/python -m pytest -q -x
 
-# Draw with each bundled model into outputs/demo: shapes, four prompts x four seeds; emoji, four
-# subjects in each of its three styles (one row per style).
+# Draw with each bundled model into outputs/demo: shapes, four prompts x four seeds (and the same
+# with shapes-fast, its 4-step distilled sibling); emoji, four subjects in each of its three styles
+# (one row per style).
 demo: $(STAMP)
 	$(BIN)/diffuse explain prompt "a red circle on a white background" "a large blue square on a black background" \
 		"a yellow star on a navy background" "a green triangle on a gray background" -n 4 --out outputs/demo/grid.png
+	$(BIN)/diffuse explain prompt "a red circle on a white background" "a large blue square on a black background" \
+		"a yellow star on a navy background" "a green triangle on a gray background" -n 4 --model shapes-fast \
+		--out outputs/demo/fast.png
 	$(BIN)/diffuse explain styles "a red apple" "a taxi" "a cat face" "a snowman" --model emoji --out outputs/demo/emoji.png
 
 # Regenerate the tutorial's pictures (docs/tutorial.md) with MODEL (default: the bundled model).

@@ -151,7 +151,7 @@ def save_checkpoint(directory: str | Path, model: TextToImageModel, info: dict,
 
 # The models the project trained and ships (README: how), by name; `shapes` is used wherever no
 # model is named. A name always means the bundled model: a folder called so is `./shapes`.
-BUNDLED_MODELS = {name: Path(__file__).parent / "models" / name for name in ("shapes", "emoji")}
+BUNDLED_MODELS = {name: Path(__file__).parent / "models" / name for name in ("shapes", "emoji", "shapes-fast")}
 BUNDLED_MODEL = BUNDLED_MODELS["shapes"]
 
 

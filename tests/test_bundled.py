@@ -59,3 +59,19 @@ def test_a_bundled_name_means_the_bundled_model_and_a_path_means_a_folder(tiny_m
     assert model_dir("emoji") == BUNDLED_MODELS["emoji"] and model_dir("./emoji").resolve() == tmp_path / "emoji"
     own = Pipeline.load("./emoji")
     assert own.model_hash == read_config(tiny_model_dir)["weights_sha256"] != Pipeline.load("emoji").model_hash
+
+
+def test_bundled_fast_model_is_shapes_distilled_and_draws_in_its_own_steps(tmp_path):
+    import json
+    from diffuse.checkpoint import BUNDLED_MODELS
+    d = BUNDLED_MODELS["shapes-fast"]
+    assert sum(f.stat().st_size for f in d.iterdir()) <= 25 * 2 ** 20
+    record = read_config(d)["distilled"]
+    assert record["teacher"] == "shapes" and record["teacher_sha256"] == read_config(BUNDLED_MODEL)["weights_sha256"]
+    pipe = Pipeline.load("shapes-fast")
+    img, = pipe("a red circle on a white background", seed=0)
+    params = json.loads(img.info["diffuse"])
+    assert (params["model"], params["steps"], params["sampler"]) == ("shapes-fast", 4, record["sampler"])
+    assert main(["generate", "a blue star", "--model", "shapes-fast", "--steps", "1", "--seed", "2",
+                 "--out", str(tmp_path / "one.png")]) == 0
+    assert '"steps": 1' in Image.open(tmp_path / "one.png").text["diffuse"]
