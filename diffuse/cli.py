@@ -385,8 +385,9 @@ def _add_distill(sub):
                                    "the student (Meng et al. 2023): the first student learns to take, in one Euler "
                                    "step, the guided teacher's Heun solution over each interval of its karras0 grid; "
                                    "each next student does two steps of the previous one in one, down to --steps. "
-                                   "Each student is saved in OUT/rounds/<N>-steps when its round ends (run the same "
-                                   "command again to go on after a stop), the last one in OUT. A student samples "
+                                   "Each student is saved in OUT/rounds/<N>-steps when its round ends, and a round in "
+                                   "progress every --save-every iterations (run the same command again to go on "
+                                   "after a stop), the last one in OUT. A student samples "
                                    "only as it was trained: its steps, the euler sampler and the karras0 schedule, "
                                    "which every command picks by default for it. --method consistency instead "
                                    "trains one consistency model (Song et al. 2023, consistency distillation) that "
@@ -411,6 +412,9 @@ def _add_distill(sub):
                    help="consistency: levels of the teacher's grid (default: %(default)s)")
     p.add_argument("--ema", type=float, default=d("ema"),
                    help="consistency: the target network's EMA rate (default: %(default)s)")
+    p.add_argument("--save-every", type=int, default=d("save_every"),
+                   help="iterations between saves of a round in progress, from which the same command goes on "
+                        "after a stop; 0: only at a round's end (default: %(default)s)")
 
 
 def cmd_distill(a) -> None:
@@ -432,10 +436,12 @@ def cmd_distill(a) -> None:
         raise DiffuseError("--levels must be at least 2")
     if not 0 <= a.ema < 1:
         raise DiffuseError("--ema must be at least 0 and below 1")
+    if a.save_every < 0:
+        raise DiffuseError("--save-every must be 0 or more")
     cfg = DistillConfig(teacher=a.teacher, out=a.out, steps=a.steps, start_steps=a.start_steps,
                         teacher_substeps=a.teacher_substeps, iterations=a.iterations, batch_size=a.batch_size,
                         lr=a.lr, guidance_min=lo, guidance_max=hi, seed=a.seed, method=a.method, levels=a.levels,
-                        ema=a.ema)
+                        ema=a.ema, save_every=a.save_every)
     print(distill(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True)))
 
 

@@ -32,6 +32,7 @@ samples in any number of steps by multistep consistency sampling (samplers.sampl
 import copy
 import dataclasses
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,9 @@ from typing import Callable
 
 import torch
 
+from .checkpoint import CONFIG_FILE
 from .denoiser import DenoiserFn
-from .errors import DiffuseError
+from .errors import CheckpointError, DiffuseError
 from .schedules import SIGMA_MAX, karras0_sigmas, karras_sigmas
 
 RHO = 7.0
@@ -222,6 +224,7 @@ class DistillConfig:
     method: str = "progressive"      # or "consistency" (one student, any steps; start_steps is not used)
     levels: int = 18                 # consistency: the N of the teacher's grid (Song et al. 2023: 18)
     ema: float = 0.95                # consistency: the target network's EMA rate mu
+    save_every: int = 200            # iterations between saves of a round in progress (0: only its end)
 
 
 METHODS = ("progressive", "consistency")
@@ -240,18 +243,26 @@ def student_of(teacher) -> "torch.nn.Module":
 
 
 def train_student(student, loss_of: Callable, data, cfg: DistillConfig, g: torch.Generator, label: str,
-                  progress: Callable[[str], None], after_step: Callable[[], None] = lambda: None) -> list[float]:
+                  progress: Callable[[str], None], target=None, partial: Path | None = None) -> tuple[list[float], float]:
     """One round: Adam on the student's denoiser, its rate decayed linearly to 0, batches of the
     teacher's training images with their captions and a guidance scale drawn per example;
-    loss_of(y, cond, w) is the method's loss. The text encoder stays the teacher's."""
+    loss_of(y, cond, w) is the method's loss; `target`, if any, follows the student as an EMA
+    (consistency distillation). The text encoder stays the teacher's. Every cfg.save_every
+    iterations the round's state is saved in `partial`, and a round that finds one there goes on
+    from it exactly. Returns the losses and the round's seconds."""
     params = [p for name, p in student.named_parameters() if name.startswith("denoiser.")]
     for p in student.text_encoder.parameters():
         p.requires_grad_(False)  # the words mean what they meant to the teacher
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / cfg.iterations)
-    losses = []
+    losses, start, elapsed = [], 0, 0.0
+    if partial is not None and (partial / CONFIG_FILE).is_file():
+        start, losses, elapsed = resume_round(partial, student, opt, g, target)
+        progress(f"{label}: going on from {start}/{cfg.iterations}")
+    t0 = time.monotonic() - elapsed
     student.train()
-    for it in range(cfg.iterations):
+    for it in range(start, cfg.iterations):
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * (1 - it / cfg.iterations)  # linear decay to 0 (Salimans & Ho, sec. 5)
         idx = torch.randint(len(data.captions), (cfg.batch_size,), generator=g)
         with torch.no_grad():
             cond = student.encode([data.captions[i] for i in idx.tolist()])
@@ -260,13 +271,59 @@ def train_student(student, loss_of: Callable, data, cfg: DistillConfig, g: torch
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
-        after_step()
+        if target is not None:
+            ema_update(target, student, cfg.ema)
         losses.append(loss.item())
         if (it + 1) % 100 == 0:
             progress(f"{label}: {it + 1}/{cfg.iterations}, loss {sum(losses[-100:]) / 100:.4f}")
+        if partial is not None and cfg.save_every and (it + 1) % cfg.save_every == 0 and it + 1 < cfg.iterations:
+            save_round(partial, student, opt, g, target, it + 1, losses, time.monotonic() - t0)
     student.eval()
-    return losses
+    return losses, time.monotonic() - t0
+
+
+def rng_tensors(g: torch.Generator) -> dict[str, torch.Tensor]:
+    """The random streams a run draws from: its generator (batches, noise, levels) and torch's
+    own (the UNet's dropout)."""
+    return {"rng.g": g.get_state(), "rng.torch": torch.get_rng_state()}
+
+
+def set_rng(tensors: dict[str, torch.Tensor], g: torch.Generator) -> None:
+    g.set_state(tensors["rng.g"])
+    torch.set_rng_state(tensors["rng.torch"])
+
+
+def save_round(partial: Path, student, opt, g: torch.Generator, target, iteration: int, losses: list[float],
+               seconds: float) -> None:
+    """A round in progress, atomically (checkpoint.save_checkpoint): the student, and as its
+    training state Adam's moments, the random streams, the EMA target and the losses so far."""
+    from .checkpoint import save_checkpoint
+    state = opt.state_dict()
+    tensors = {f"optim.{idx}.{name}": v if torch.is_tensor(v) else torch.tensor(v)
+               for idx, st in state["state"].items() for name, v in st.items()}
+    tensors.update(rng_tensors(g), losses=torch.tensor(losses, dtype=torch.float64))
+    if target is not None:
+        tensors.update({f"target.{k}": v for k, v in target.state_dict().items()})
+    save_checkpoint(partial, student, {"distilling": {"iteration": iteration}}, tensors,
+                    {"iteration": iteration, "seconds": seconds, "param_groups": state["param_groups"]})
+
+
+def resume_round(partial: Path, student, opt, g: torch.Generator, target) -> tuple[int, list[float], float]:
+    """What save_round saved, put back: returns the iteration to go on from, the losses, the seconds."""
+    from safetensors.torch import load_file
+    from .checkpoint import MODEL_FILE, load_training_state
+    tensors, info = load_training_state(partial)  # checks that state and weights belong together
+    student.load_state_dict(load_file(str(partial / MODEL_FILE)))
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    if target is not None:
+        target.load_state_dict({k.removeprefix("target."): v for k, v in tensors.items() if k.startswith("target.")})
+    set_rng(tensors, g)
+    return info["iteration"], tensors["losses"].tolist(), info["seconds"]
 
 
 def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path:
@@ -274,7 +331,7 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
     student per halving; consistency: one student. Each round's student is saved when the round
     ends, in OUT/rounds/<N>-steps or OUT/rounds/consistency (a stopped run starts again at the
     first round not saved), and the last one in OUT."""
-    from .checkpoint import CONFIG_FILE, load_checkpoint, model_dir, model_name, save_checkpoint
+    from .checkpoint import load_checkpoint, load_training_state, model_dir, model_name, save_checkpoint
     from .copies import training_set
     if cfg.method not in METHODS:
         raise DiffuseError(f"unknown distillation method {cfg.method!r}: choose one of {', '.join(METHODS)}")
@@ -292,49 +349,64 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
     record = {"teacher": model_name(teacher_dir), "teacher_sha256": teacher_cfg["weights_sha256"],
               "guidance_range": [cfg.guidance_min, cfg.guidance_max], "settings": dataclasses.asdict(cfg)}
 
-    def save(folder, student, losses, t0, **what):
+    def save(folder, student, losses, seconds, **what):
+        """A finished round, with the random streams where it left them (a run that keeps this
+        round goes on drawing what it would have drawn), then its partial state removed."""
         info = {"data": teacher_cfg.get("data", {}),
-                "distilled": {"method": cfg.method, **what, **record, "seconds": round(time.monotonic() - t0, 1),
+                "distilled": {"method": cfg.method, **what, **record, "seconds": round(seconds, 1),
                               "final_loss": sum(losses[-100:]) / max(1, len(losses[-100:]))}}
-        save_checkpoint(folder, student, info)
+        save_checkpoint(folder, student, info, rng_tensors(g), {"round_done": True})
+        shutil.rmtree(partial_of(folder), ignore_errors=True)
         progress(f"{folder.name}: saved {folder}")
+
+    def keep(folder):
+        try:
+            set_rng(load_training_state(folder)[0], g)
+        except CheckpointError:  # saved before rounds kept their random state: draws differ from then on
+            progress(f"{folder.name}: no random state saved with it; the next round draws afresh")
+        return load_checkpoint(folder)[0]
 
     if cfg.method == "consistency":
         last = Path(cfg.out) / "rounds" / "consistency"
         if not (last / CONFIG_FILE).is_file():
-            student, t0 = student_of(teacher).requires_grad_(True), time.monotonic()
+            student = student_of(teacher).requires_grad_(True)
             target = frozen_copy(student)
             solve = teacher_of_first_student(teacher.denoiser, uncond_of, 1)
             levels = consistency_levels(cfg.levels)
-            losses = train_student(
+            losses, seconds = train_student(
                 student, lambda y, cond, w: consistency_loss(student.denoiser, target.denoiser, solve, y, cond, w,
                                                              levels, g),
-                data, cfg, g, "consistency", progress, after_step=lambda: ema_update(target, student, cfg.ema))
+                data, cfg, g, "consistency", progress, target=target, partial=partial_of(last))
             # The online network is the student (Song et al. sample with the EMA of a slower rate,
             # 0.9999, which a run of a few thousand steps would barely move from the teacher).
-            save(last, student, losses, t0, steps=cfg.steps, sampler="consistency", schedule="karras0",
+            save(last, student, losses, seconds, steps=cfg.steps, sampler="consistency", schedule="karras0",
                  any_steps=True)
     else:
         previous = None
         for n in halvings(cfg.start_steps, cfg.steps):
             last = Path(cfg.out) / "rounds" / f"{n}-steps"
             if (last / CONFIG_FILE).is_file():
-                previous, _ = load_checkpoint(last)
+                previous = keep(last)
                 progress(f"{n} steps: kept from {last}")
                 continue
             student = (student_of(teacher) if previous is None else copy.deepcopy(previous)).requires_grad_(True)
             solve = (teacher_of_first_student(teacher.denoiser, uncond_of, cfg.teacher_substeps) if previous is None
                      else teacher_of_next_student(frozen_copy(previous).denoiser))
-            grid, t0 = rho_grid(n), time.monotonic()
-            losses = train_student(
+            grid = rho_grid(n)
+            losses, seconds = train_student(
                 student, lambda y, cond, w: distillation_loss(student.denoiser, solve, y, cond, w, grid, g),
-                data, cfg, g, f"{n} steps", progress)
-            save(last, student, losses, t0, steps=n, sigmas=[float(s) for s in grid], sampler="euler",
+                data, cfg, g, f"{n} steps", progress, partial=partial_of(last))
+            save(last, student, losses, seconds, steps=n, sigmas=[float(s) for s in grid], sampler="euler",
                  schedule="karras0")
             previous = student
     final, _ = load_checkpoint(last)
     save_checkpoint(cfg.out, final, read_config_info(last))
     return Path(cfg.out)
+
+
+def partial_of(folder: Path) -> Path:
+    """Where a round in progress keeps its state: beside the folder it will be saved in."""
+    return folder.with_name(folder.name + ".partial")
 
 
 def read_config_info(folder: Path) -> dict:

@@ -260,6 +260,37 @@ def test_a_consistency_student_samples_in_any_steps_with_its_own_sampler(tiny_mo
     assert "--ema" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("method,round_name", [("progressive", "2-steps"), ("consistency", "consistency")])
+def test_a_round_stopped_midway_goes_on_exactly(tiny_model_dir, tmp_path, monkeypatch, method, round_name):
+    """A stop between saves loses only the iterations since the last one: the same command goes on
+    from there (student, Adam's moments, the EMA target, the random streams) to the very weights
+    of a run never stopped, and the round's partial state is removed when it ends."""
+    from safetensors.torch import load_file
+    from diffuse.distill import DistillConfig, distill
+    kw = dict(teacher=str(tiny_model_dir), steps=1, start_steps=2, iterations=6, batch_size=4, save_every=2,
+              method=method, levels=6)
+    whole = distill(DistillConfig(out=str(tmp_path / "whole"), **kw), progress=lambda m: None)
+    real_step, calls = torch.optim.Adam.step, []
+
+    def stopped_at_the_fifth(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.Adam, "step", stopped_at_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        distill(DistillConfig(out=str(tmp_path / "cut"), **kw), progress=lambda m: None)
+    monkeypatch.undo()
+    partial = tmp_path / "cut" / "rounds" / f"{round_name}.partial"
+    assert (partial / "config.json").is_file() and not (tmp_path / "cut" / "rounds" / round_name).exists()
+    said = []
+    cut = distill(DistillConfig(out=str(tmp_path / "cut"), **kw), progress=said.append)
+    assert any("going on from 4/6" in m for m in said), said
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not partial.exists()
+
+
 @pytest.fixture(scope="module")
 def student_dir(tiny_model_dir, tmp_path_factory):
     from diffuse.distill import DistillConfig, distill
