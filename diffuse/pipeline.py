@@ -37,7 +37,8 @@ MAX_IMAGES, MAX_STEPS, MAX_GUIDANCE = 64, 1000, 100
 DEFAULT_SAMPLER, INPAINT_SAMPLER = "dpmpp_2m", "euler_ancestral"
 # How AUTOMATIC1111 names our samplers and schedules in its infotext ("Sampler: DPM++ 2M, Schedule
 # type: Karras", its processing.create_infotext and sd_schedulers); it has no VP schedule.
-A1111_SAMPLERS = {"euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM++ 2M", "ddim": "DDIM", "euler_ancestral": "Euler a"}
+A1111_SAMPLERS = {"euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM++ 2M", "ddim": "DDIM", "euler_ancestral": "Euler a",
+                  "consistency": "LCM"}  # A1111 names multistep consistency sampling after latent consistency models
 A1111_SCHEDULES = {"karras": "Karras", "exponential": "Exponential", "vp": "VP", "karras0": "Karras to zero"}
 # torch's CPU generator (mt19937) keeps only the low 32 bits of a seed: seed s and s + 2^32 draw
 # the same noise, so larger seeds would repeat smaller ones' images. 32 bits, as A1111's seeds.

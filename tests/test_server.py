@@ -229,10 +229,10 @@ def test_models_need_names_of_their_own(pipe, tiny_model_dir, tmp_path, capsys):
     assert "two models are named" in capsys.readouterr().err
 
 
-def test_serve_loads_both_bundled_models_unless_told_which():
+def test_serve_loads_every_bundled_model_unless_told_which():
     from diffuse.checkpoint import BUNDLED_MODELS
     from diffuse.cli import serve_models
-    assert serve_models(None) == [str(BUNDLED_MODELS["shapes"]), str(BUNDLED_MODELS["emoji"])]
+    assert serve_models(None) == [str(BUNDLED_MODELS[m]) for m in ("shapes", "emoji", "shapes-fast")]
     assert serve_models(["emoji", "runs/x"]) == [str(BUNDLED_MODELS["emoji"]), "runs/x"]
 
 
