@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/edit_quality.py MODEL [--n 48] [--steps 20] [--samplers S ...] [--recolor-only]
 
+A distilled student (diffuse distill) edits with its own steps, sampler and schedule instead.
+
 Colors are read off the pixels (the procedural shapes have flat colors): the background is the
 median of the border, the shape is every pixel far from it, and its median is matched to the
 nearest named color of diffuse.data.COLORS / BACKGROUNDS.
@@ -66,10 +68,12 @@ def main():
     ap.add_argument("--recolor-only", action="store_true", help="skip the image-to-image table")
     a = ap.parse_args()
     pipe = Pipeline.load(a.model, watermark=False)  # unmarked, as its tables were made (before the start-noise watermark)
+    if pipe.student:  # a distilled student edits with its own steps, sampler and schedule (pipeline.py)
+        a.samplers, a.steps = [pipe.defaults["sampler"]], pipe.defaults["steps"]
     for sampler in a.samplers:
         recolor(pipe, a.n, a.steps, sampler, a.guidance)
     if not a.recolor_only:
-        img2img_table(pipe, a.n, a.steps, a.guidance)
+        img2img_table(pipe, a.n, a.steps, a.guidance, sampler=pipe.defaults.get("sampler", SAMPLER))
 
 
 def recolor(pipe, n, steps, sampler, guidance=GUIDANCE):
@@ -80,7 +84,7 @@ def recolor(pipe, n, steps, sampler, guidance=GUIDANCE):
         new = rng.choice([c for c in COLORS if c != spec.color])
         mask, m, fg = shape_mask(img, spec)
         out = pipe(f"a large {new} {spec.shape} on a {spec.background} background", seed=i, steps=steps,
-                   sampler=sampler, guidance=guidance, init_image=img, mask=mask)[0]
+                   sampler=sampler, guidance=guidance, init_image=img, mask=mask)[0]  # pipe(): a student's schedule
         o = np.asarray(out).astype(np.float32)
         got = read_colors(out)[0]
         margin = m & ~fg
@@ -91,7 +95,7 @@ def recolor(pipe, n, steps, sampler, guidance=GUIDANCE):
           f"new color {ok_color}/{n}, old background kept {ok_bg}/{n}", flush=True)
 
 
-def img2img_table(pipe, n, steps, guidance=GUIDANCE):
+def img2img_table(pipe, n, steps, guidance=GUIDANCE, sampler=SAMPLER):
     print("\n| img2img strength | steps run | reads as the new color (blue) | mean pixel change |")
     print("| --- | --- | --- | --- |")
     sources = [source(random.Random(f"i2i-{i}"), "red") for i in range(n)]
@@ -99,7 +103,7 @@ def img2img_table(pipe, n, steps, guidance=GUIDANCE):
         hits, change = 0, []
         for i, (spec, img) in enumerate(sources):
             out = pipe(f"a large blue {spec.shape} on a {spec.background} background", seed=i, steps=steps,
-                       init_image=img, strength=strength, sampler=SAMPLER, guidance=guidance)[0]
+                       init_image=img, strength=strength, sampler=sampler, guidance=guidance)[0]
             hits += read_colors(out)[0] == "blue"
             change.append(np.abs(np.asarray(out).astype(np.float32) - np.asarray(img)).mean())
         print(f"| {strength} | {round(strength * steps)} | {hits / n:.0%} | {np.mean(change):.1f} |")
