@@ -120,6 +120,25 @@ def _stage_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[Path, 
     return tmp, sha256_file(tmp)
 
 
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """An optimizer's state as flat tensors `optim.<param index>.<name>` (safetensors holds no
+    nesting), and its param groups, which are plain numbers for the JSON beside them."""
+    state = opt.state_dict()
+    tensors = {f"optim.{idx}.{name}": v if torch.is_tensor(v) else torch.tensor(v)
+               for idx, st in state["state"].items() for name, v in st.items()}
+    return tensors, state["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], param_groups: list[dict]) -> None:
+    """What optimizer_tensors saved, back into `opt` (the same parameters in the same order)."""
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": param_groups})
+
+
 def save_checkpoint(directory: str | Path, model: TextToImageModel, info: dict,
                     state_tensors: dict[str, torch.Tensor] | None = None, state_info: dict | None = None) -> str:
     """Save `model` (pass the EMA copy) and, optionally, the training state. Returns the model hash.

@@ -297,29 +297,22 @@ def save_round(partial: Path, student, opt, g: torch.Generator, target, iteratio
                seconds: float) -> None:
     """A round in progress, atomically (checkpoint.save_checkpoint): the student, and as its
     training state Adam's moments, the random streams, the EMA target and the losses so far."""
-    from .checkpoint import save_checkpoint
-    state = opt.state_dict()
-    tensors = {f"optim.{idx}.{name}": v if torch.is_tensor(v) else torch.tensor(v)
-               for idx, st in state["state"].items() for name, v in st.items()}
+    from .checkpoint import optimizer_tensors, save_checkpoint
+    tensors, param_groups = optimizer_tensors(opt)
     tensors.update(rng_tensors(g), losses=torch.tensor(losses, dtype=torch.float64))
     if target is not None:
         tensors.update({f"target.{k}": v for k, v in target.state_dict().items()})
     save_checkpoint(partial, student, {"distilling": {"iteration": iteration}}, tensors,
-                    {"iteration": iteration, "seconds": seconds, "param_groups": state["param_groups"]})
+                    {"iteration": iteration, "seconds": seconds, "param_groups": param_groups})
 
 
 def resume_round(partial: Path, student, opt, g: torch.Generator, target) -> tuple[int, list[float], float]:
     """What save_round saved, put back: returns the iteration to go on from, the losses, the seconds."""
     from safetensors.torch import load_file
-    from .checkpoint import MODEL_FILE, load_training_state
+    from .checkpoint import MODEL_FILE, load_optimizer, load_training_state
     tensors, info = load_training_state(partial)  # checks that state and weights belong together
     student.load_state_dict(load_file(str(partial / MODEL_FILE)))
-    state: dict = {}
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    load_optimizer(opt, tensors, info["param_groups"])
     if target is not None:
         target.load_state_dict({k.removeprefix("target."): v for k, v in tensors.items() if k.startswith("target.")})
     set_rng(tensors, g)

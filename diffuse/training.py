@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import (CONFIG_FILE, STATE_JSON, load_checkpoint, load_training_state, read_config,
-                         remove_stale_temporaries, roll_forward, save_checkpoint)
+from .checkpoint import (CONFIG_FILE, STATE_JSON, load_checkpoint, load_optimizer, load_training_state,
+                         optimizer_tensors, read_config, remove_stale_temporaries, roll_forward, save_checkpoint)
 from .data import TensorDataset, load_dataset
 from .denoiser import EDMLoss
 from .devices import DEVICES, resolve_device, use_device
@@ -395,25 +395,18 @@ class Trainer:
     # -------------------------------------------------------------- state
     def _state(self) -> tuple[dict, dict]:
         tensors = {TRAINED_PREFIX + k: v for k, v in self.model.state_dict().items()}
-        opt = self.opt.state_dict()
-        for idx, st in opt["state"].items():
-            for name, v in st.items():
-                tensors[f"optim.{idx}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        optim, param_groups = optimizer_tensors(self.opt)
+        tensors.update(optim)
         tensors["rng.train"] = self.gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         info = {"step": self.step, "images_seen": self.images_seen, "elapsed_s": self.elapsed,
                 "global_batch": self.global_batch, "world_size": self.world.size,
                 "precision": "bf16" if self.amp == torch.bfloat16 else "fp32",
-                "param_groups": opt["param_groups"], "train": asdict(self.cfg)}
+                "param_groups": param_groups, "train": asdict(self.cfg)}
         return tensors, info
 
     def _restore(self, tensors: dict, info: dict) -> None:
-        state: dict = {}
-        for key, v in tensors.items():
-            if key.startswith("optim."):
-                _, idx, name = key.split(".", 2)
-                state.setdefault(int(idx), {})[name] = v
-        self.opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+        load_optimizer(self.opt, tensors, info["param_groups"])
         for g in self.opt.param_groups:  # a resumed run may change these on purpose (resume_config)
             g["lr"], g["weight_decay"] = self.cfg.lr, self.cfg.weight_decay
         self.gen.set_state(tensors["rng.train"])
