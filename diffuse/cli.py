@@ -253,7 +253,9 @@ def _add_explain(sub):
     q = esub.add_parser("guidance", help="the same seed at several guidance scales",
                         description="One prompt, one seed, a row of classifier-free guidance scales.")
     _add_sampling(q, writes_images=False)
-    q.add_argument("--scales", type=float, nargs="+", default=[0, 1, 2, 3, 5, 8], help="default: 0 1 2 3 5 8")
+    q.add_argument("--scales", type=float, nargs="+",
+                   help="default: 0 1 2 3 5 8, or for a distilled model five from the range it learned (1 1.75 2.5 "
+                        "3.25 4)")
     q.add_argument("--out", default="outputs/explain-guidance.png", help="PNG to write")
     q.set_defaults(seed=0)
     q = esub.add_parser("prompt", help="a vague and a specific prompt at the same seeds",
@@ -772,6 +774,9 @@ def cmd_explain(a) -> None:
         print(out)
         print(out.with_suffix(".gif"))
     elif a.what == "guidance":
+        if a.scales is None:  # a student knows only the scales it was distilled at
+            lo, hi = pipe.student["guidance_range"] if pipe.student else (None, None)
+            a.scales = [lo + (hi - lo) * k / 4 for k in range(5)] if pipe.student else [0, 1, 2, 3, 5, 8]
         if any(g < 0 for g in a.scales):
             raise DiffuseError("guidance scales must be >= 0")
         req = request_from_args(a)

@@ -338,6 +338,17 @@ def test_the_cli_uses_a_students_settings_and_says_what_it_refuses(student_dir, 
     assert "power of two" in capsys.readouterr().err
 
 
+def test_explain_guidance_shows_a_student_at_the_scales_it_learned(student_dir, tmp_path):
+    import json
+    from PIL import Image
+    from diffuse.cli import main
+    out = tmp_path / "g.png"
+    assert main(["explain", "guidance", "a red circle", "--model", str(student_dir), "--seed", "2",
+                 "--out", str(out)]) == 0
+    made = json.loads(Image.open(out).text["diffuse"])
+    assert [image["guidance"] for image in made["images"]] == [1.0, 1.75, 2.5, 3.25, 4.0]
+
+
 def test_the_server_answers_with_a_students_settings(student_dir, tmp_path):
     import base64
     import io
