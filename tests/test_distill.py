@@ -115,6 +115,19 @@ def test_guidance_input_starts_at_zero_and_is_required():
         student(x, sigma, blank_cond(2))
 
 
+def one_step_error(student, exact, substeps: int):
+    """A function giving the mean squared distance between the student's one step from sigma_max
+    (at guidance 2) and where the exact teacher's ODE ends (Heun in `substeps`), on 32 fixed probes."""
+    probe = SIGMA_MAX * torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(9))
+    top = torch.full((32,), SIGMA_MAX)
+    ends = heun_solve(exact, probe, top, torch.zeros(32), None, substeps)
+
+    def error():
+        with torch.no_grad():
+            return float(((student(probe, top, blank_cond(32, guidance=torch.full((32,), 2.0))) - ends) ** 2).mean())
+    return error
+
+
 def test_a_tiny_distillation_run_lowers_the_one_step_error():
     torch.manual_seed(0)
     data = points(2, (3, 8, 8))
@@ -124,14 +137,7 @@ def test_a_tiny_distillation_run_lowers_the_one_step_error():
         return heun_solve(exact, x, s, s_next, cond, 12)
 
     student, grid, g = tiny_student(), rho_grid(1), torch.Generator().manual_seed(0)
-    probe = SIGMA_MAX * torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(9))
-    w = torch.full((32,), 2.0)
-    ends = teacher_solve(probe, grid[:1].expand(32), grid[1:].expand(32), None, w)
-
-    def error():
-        with torch.no_grad():
-            return float(((student(probe, grid[:1].expand(32), blank_cond(32, guidance=w)) - ends) ** 2).mean())
-
+    error = one_step_error(student, exact, 12)
     before = error()
     opt = torch.optim.Adam(student.parameters(), lr=2e-3)
     for _ in range(150):
@@ -174,14 +180,7 @@ def test_a_tiny_consistency_distillation_lowers_the_one_step_error():
     student, g, levels = tiny_student(), torch.Generator().manual_seed(0), consistency_levels(8)
     target = Denoiser(UNet(student.net.cfg)).requires_grad_(False)
     target.load_state_dict(student.state_dict())
-    probe = SIGMA_MAX * torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(9))
-    w = torch.full((32,), 2.0)
-    ends = heun_solve(exact, probe, torch.full((32,), SIGMA_MAX), torch.zeros(32), None, 24)
-
-    def error():
-        with torch.no_grad():
-            return float(((student(probe, torch.full((32,), SIGMA_MAX), blank_cond(32, guidance=w)) - ends) ** 2).mean())
-
+    error = one_step_error(student, exact, 24)
     before = error()
     opt = torch.optim.Adam(student.parameters(), lr=2e-3)
     for _ in range(300):
