@@ -3,6 +3,7 @@ each still gets exactly its own images, its own step events, and its own cancell
 
 import time
 from collections import Counter
+from contextlib import contextmanager
 
 import pytest
 from conftest import HeldPipeline
@@ -26,15 +27,25 @@ def started(worker: Worker, job: Job) -> None:
         time.sleep(0.01)
 
 
+@contextmanager
+def busy(held, max_batch: int = 8, queue_size: int = 8):
+    """A Worker held at the first step of its first job (a red circle) until the test opens
+    held.gate: the jobs the test queues meanwhile wait together. Stopped at the end."""
+    worker = Worker(queue_size, max_batch=max_batch)
+    try:
+        started(worker, worker.submit(Job(GenerateRequest("a red circle", seed=1, steps=2), held)))
+        yield worker
+    finally:
+        held.gate.set()
+        worker.stop()
+
+
 def pixels(images) -> list[bytes]:
     return [im.tobytes() for im in images]
 
 
 def test_jobs_with_the_same_settings_share_a_batch_and_get_their_own_images(held, tiny_model_dir):
-    worker = Worker(8, max_batch=8)
-    try:
-        first = worker.submit(Job(GenerateRequest("a red circle", seed=1, steps=3), held))
-        started(worker, first)
+    with busy(held, max_batch=8) as worker:
         requests = [GenerateRequest("a blue square", n=2, seed=10, steps=3),
                     GenerateRequest("a green star", seed=20, steps=3, negative_prompt="red"),
                     GenerateRequest("a cross", seed=30, steps=5)]  # other steps: cannot join
@@ -46,15 +57,10 @@ def test_jobs_with_the_same_settings_share_a_batch_and_get_their_own_images(held
             assert pixels(images) == pixels(alone.generate(request))
             assert [im.info["diffuse"] for im in images] == [im.info["diffuse"] for im in alone.generate(request)]
         assert worker.batches == Counter({1: 2, 2: 1}) and worker.counts["done"] == 4
-    finally:
-        worker.stop()
 
 
 def test_each_job_of_a_batch_sees_its_own_rows_and_may_leave(held):
-    worker = Worker(8, max_batch=8)
-    try:
-        first = worker.submit(Job(GenerateRequest("a red circle", seed=1, steps=2), held))
-        started(worker, first)
+    with busy(held, max_batch=8) as worker:
         seen = {"a": [], "b": []}
         a = Job(GenerateRequest("a blue square", n=3, seed=5, steps=6), held,
                 on_step=lambda step: seen["a"].append(tuple(step.x.shape)))
@@ -73,15 +79,10 @@ def test_each_job_of_a_batch_sees_its_own_rows_and_may_leave(held):
             b.future.result(timeout=60)
         assert seen["a"] == [(3, 3, 32, 32)] * 6 and seen["b"] == [0, 1]
         assert worker.batches[2] == 1 and worker.counts["cancelled"] == 1
-    finally:
-        worker.stop()
 
 
 def test_a_batch_stops_when_every_job_has_left(held):
-    worker = Worker(8, max_batch=8)
-    try:
-        first = worker.submit(Job(GenerateRequest("a red circle", seed=1, steps=2), held))
-        started(worker, first)
+    with busy(held, max_batch=8) as worker:
         jobs = [Job(GenerateRequest("a blue square", seed=s, steps=50), held) for s in (3, 4)]
         for j in jobs:
             j.on_step = lambda step, j=j: j.cancel()
@@ -91,16 +92,11 @@ def test_a_batch_stops_when_every_job_has_left(held):
             with pytest.raises(JobCancelled):
                 j.future.result(timeout=60)
         assert worker.counts["cancelled"] == 2 and 2 not in worker.batches
-    finally:
-        worker.stop()
 
 
 def test_edits_and_big_jobs_run_alone(held, tiny_model_dir):
     from PIL import Image
-    worker = Worker(8, max_batch=4)
-    try:
-        first = worker.submit(Job(GenerateRequest("a red circle", seed=1, steps=2), held))
-        started(worker, first)
+    with busy(held, max_batch=4) as worker:
         init = Image.new("RGB", (32, 32), (200, 30, 30))
         jobs = [worker.submit(Job(GenerateRequest("a blue square", seed=2, steps=2, init_image=init), held)),
                 worker.submit(Job(GenerateRequest("a blue square", seed=3, steps=2), held)),
@@ -109,8 +105,6 @@ def test_edits_and_big_jobs_run_alone(held, tiny_model_dir):
         for j in jobs:
             j.future.result(timeout=60)
         assert worker.batches == Counter({1: 4})
-    finally:
-        worker.stop()
 
 
 def test_max_batch_must_be_positive():
@@ -121,19 +115,12 @@ def test_max_batch_must_be_positive():
 def test_retry_after_is_about_one_runs_time_whatever_the_queue_holds(held):
     """A place frees when the run going now ends (the worker then takes the next job or batch), so
     Retry-After is the moving average of a run's time, not that times the jobs waiting."""
-    worker = Worker(4, max_batch=4)
-    assert worker.retry_after() == 1  # nothing timed yet
-    worker._timed(2.2)
-    assert worker.retry_after() == 3
-    worker._timed(0.2)  # 0.8 * 2.2 + 0.2 * 0.2 = 1.8
-    assert worker.retry_after() == 2
-    try:
-        first = worker.submit(Job(GenerateRequest("a red circle", seed=1, steps=2), held))
-        started(worker, first)
+    assert Worker(4).retry_after() == 1  # nothing timed yet
+    with busy(held, max_batch=4, queue_size=4) as worker:
+        worker._timed(2.2)
+        assert worker.retry_after() == 3
+        worker._timed(0.2)  # 0.8 * 2.2 + 0.2 * 0.2 = 1.8
         for k in range(4):
             worker.submit(Job(GenerateRequest("a blue square", seed=k, steps=2), held))
-        with pytest.raises(Exception, match="retry after 2 s"):
+        with pytest.raises(Exception, match="retry after 2 s"):  # a full queue, yet about one run's time
             worker.submit(Job(GenerateRequest("a cross", seed=9, steps=2), held))
-    finally:
-        held.gate.set()
-        worker.stop()
