@@ -243,20 +243,22 @@ def student_of(teacher) -> "torch.nn.Module":
 
 
 def train_student(student, loss_of: Callable, data, cfg: DistillConfig, g: torch.Generator, label: str,
-                  progress: Callable[[str], None], target=None, partial: Path | None = None) -> tuple[list[float], float]:
+                  progress: Callable[[str], None], target=None, partial: Path | None = None,
+                  run: dict | None = None) -> tuple[list[float], float]:
     """One round: Adam on the student's denoiser, its rate decayed linearly to 0, batches of the
     teacher's training images with their captions and a guidance scale drawn per example;
     loss_of(y, cond, w) is the method's loss; `target`, if any, follows the student as an EMA
     (consistency distillation). The text encoder stays the teacher's. Every cfg.save_every
-    iterations the round's state is saved in `partial`, and a round that finds one there goes on
-    from it exactly. Returns the losses and the round's seconds."""
+    iterations the round's state is saved in `partial`, with `run` (what the round must not change
+    midway: settings, teacher), and a round that finds one there goes on from it exactly, if it
+    was saved with the same `run`. Returns the losses and the round's seconds."""
     params = [p for name, p in student.named_parameters() if name.startswith("denoiser.")]
     for p in student.text_encoder.parameters():
         p.requires_grad_(False)  # the words mean what they meant to the teacher
     opt = torch.optim.Adam(params, lr=cfg.lr)
     losses, start, elapsed = [], 0, 0.0
     if partial is not None and (partial / CONFIG_FILE).is_file():
-        start, losses, elapsed = resume_round(partial, student, opt, g, target)
+        start, losses, elapsed = resume_round(partial, student, opt, g, target, run or {})
         progress(f"{label}: going on from {start}/{cfg.iterations}")
     t0 = time.monotonic() - elapsed
     student.train()
@@ -277,7 +279,7 @@ def train_student(student, loss_of: Callable, data, cfg: DistillConfig, g: torch
         if (it + 1) % 100 == 0:
             progress(f"{label}: {it + 1}/{cfg.iterations}, loss {sum(losses[-100:]) / 100:.4f}")
         if partial is not None and cfg.save_every and (it + 1) % cfg.save_every == 0 and it + 1 < cfg.iterations:
-            save_round(partial, student, opt, g, target, it + 1, losses, time.monotonic() - t0)
+            save_round(partial, student, opt, g, target, it + 1, losses, time.monotonic() - t0, run or {})
     student.eval()
     return losses, time.monotonic() - t0
 
@@ -294,7 +296,7 @@ def set_rng(tensors: dict[str, torch.Tensor], g: torch.Generator) -> None:
 
 
 def save_round(partial: Path, student, opt, g: torch.Generator, target, iteration: int, losses: list[float],
-               seconds: float) -> None:
+               seconds: float, run: dict) -> None:
     """A round in progress, atomically (checkpoint.save_checkpoint): the student, and as its
     training state Adam's moments, the random streams, the EMA target and the losses so far."""
     from .checkpoint import optimizer_tensors, save_checkpoint
@@ -303,14 +305,21 @@ def save_round(partial: Path, student, opt, g: torch.Generator, target, iteratio
     if target is not None:
         tensors.update({f"target.{k}": v for k, v in target.state_dict().items()})
     save_checkpoint(partial, student, {"distilling": {"iteration": iteration}}, tensors,
-                    {"iteration": iteration, "seconds": seconds, "param_groups": param_groups})
+                    {"iteration": iteration, "seconds": seconds, "param_groups": param_groups, "run": run})
 
 
-def resume_round(partial: Path, student, opt, g: torch.Generator, target) -> tuple[int, list[float], float]:
-    """What save_round saved, put back: returns the iteration to go on from, the losses, the seconds."""
+def resume_round(partial: Path, student, opt, g: torch.Generator, target, run: dict) -> tuple[int, list[float], float]:
+    """What save_round saved, put back: returns the iteration to go on from, the losses, the seconds.
+    A round saved with another `run` is a DiffuseError that names what differs."""
     from safetensors.torch import load_file
     from .checkpoint import MODEL_FILE, load_optimizer, load_training_state
     tensors, info = load_training_state(partial)  # checks that state and weights belong together
+    saved = info.get("run", run)  # (rounds saved before runs were recorded: taken as they are)
+    changed = sorted(k for k in {**saved, **run} if saved.get(k) != run.get(k))
+    if changed:
+        raise DiffuseError(f"{partial} is a round started with other {', '.join(changed)} "
+                           f"({', '.join(f'{k} {saved.get(k)!r}' for k in changed)}): give those again, or remove "
+                           "the folder to start the round afresh")
     student.load_state_dict(load_file(str(partial / MODEL_FILE)))
     load_optimizer(opt, tensors, info["param_groups"])
     if target is not None:
@@ -341,6 +350,9 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
     uncond_of = lambda b: empty.repeat(b)  # noqa: E731
     record = {"teacher": model_name(teacher_dir), "teacher_sha256": teacher_cfg["weights_sha256"],
               "guidance_range": [cfg.guidance_min, cfg.guidance_max], "settings": dataclasses.asdict(cfg)}
+    # What a round in progress must go on with: all but where it is written and how often saved.
+    run = {"teacher_sha256": teacher_cfg["weights_sha256"],
+           **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("teacher", "out", "save_every")}}
 
     def save(folder, student, losses, seconds, **what):
         """A finished round, with the random streams where it left them (a run that keeps this
@@ -369,7 +381,7 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
             losses, seconds = train_student(
                 student, lambda y, cond, w: consistency_loss(student.denoiser, target.denoiser, solve, y, cond, w,
                                                              levels, g),
-                data, cfg, g, "consistency", progress, target=target, partial=partial_of(last))
+                data, cfg, g, "consistency", progress, target=target, partial=partial_of(last), run=run)
             # The online network is the student (Song et al. sample with the EMA of a slower rate,
             # 0.9999, which a run of a few thousand steps would barely move from the teacher).
             save(last, student, losses, seconds, steps=cfg.steps, sampler="consistency", schedule="karras0",
@@ -388,7 +400,7 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
             grid = rho_grid(n)
             losses, seconds = train_student(
                 student, lambda y, cond, w: distillation_loss(student.denoiser, solve, y, cond, w, grid, g),
-                data, cfg, g, f"{n} steps", progress, partial=partial_of(last))
+                data, cfg, g, f"{n} steps", progress, partial=partial_of(last), run=run)
             save(last, student, losses, seconds, steps=n, sigmas=[float(s) for s in grid], sampler="euler",
                  schedule="karras0")
             previous = student

@@ -266,6 +266,7 @@ def test_a_round_stopped_midway_goes_on_exactly(tiny_model_dir, tmp_path, monkey
     of a run never stopped, and the round's partial state is removed when it ends."""
     from safetensors.torch import load_file
     from diffuse.distill import DistillConfig, distill
+    from diffuse.errors import DiffuseError
     kw = dict(teacher=str(tiny_model_dir), steps=1, start_steps=2, iterations=6, batch_size=4, save_every=2,
               method=method, levels=6)
     whole = distill(DistillConfig(out=str(tmp_path / "whole"), **kw), progress=lambda m: None)
@@ -282,6 +283,8 @@ def test_a_round_stopped_midway_goes_on_exactly(tiny_model_dir, tmp_path, monkey
     monkeypatch.undo()
     partial = tmp_path / "cut" / "rounds" / f"{round_name}.partial"
     assert (partial / "config.json").is_file() and not (tmp_path / "cut" / "rounds" / round_name).exists()
+    with pytest.raises(DiffuseError, match="other iterations, lr"):  # it cannot go on with other settings
+        distill(DistillConfig(out=str(tmp_path / "cut"), **{**kw, "iterations": 8, "lr": 1e-3}), progress=print)
     said = []
     cut = distill(DistillConfig(out=str(tmp_path / "cut"), **kw), progress=said.append)
     assert any("going on from 4/6" in m for m in said), said
