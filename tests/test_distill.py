@@ -128,14 +128,21 @@ def one_step_error(student, exact, substeps: int):
     return error
 
 
-def test_a_tiny_distillation_run_lowers_the_one_step_error():
+def two_point_teacher(substeps: int):
+    """Two 3x8x8 data points, their exact denoiser, and a teacher solver taking `substeps` Heun
+    steps of it between two noise levels (the guidance scale is ignored: the exact denoiser is
+    unconditional)."""
     torch.manual_seed(0)
     data = points(2, (3, 8, 8))
     exact = FiniteDenoiser(data)
 
-    def teacher_solve(x, s, s_next, cond, scale):
-        return heun_solve(exact, x, s, s_next, cond, 12)
+    def solve(x, s, s_next, cond, scale):
+        return heun_solve(exact, x, s, s_next, cond, substeps)
+    return data, exact, solve
 
+
+def test_a_tiny_distillation_run_lowers_the_one_step_error():
+    data, exact, teacher_solve = two_point_teacher(12)
     student, grid, g = tiny_student(), rho_grid(1), torch.Generator().manual_seed(0)
     error = one_step_error(student, exact, 12)
     before = error()
@@ -170,13 +177,7 @@ def test_the_consistency_loss_vanishes_for_the_exact_consistency_function():
 
 
 def test_a_tiny_consistency_distillation_lowers_the_one_step_error():
-    torch.manual_seed(0)
-    data = points(2, (3, 8, 8))
-    exact = FiniteDenoiser(data)
-
-    def solve(x, s, s_next, cond, scale):
-        return heun_solve(exact, x, s, s_next, cond, 1)
-
+    data, exact, solve = two_point_teacher(1)
     student, g, levels = tiny_student(), torch.Generator().manual_seed(0), consistency_levels(8)
     target = Denoiser(UNet(student.net.cfg)).requires_grad_(False)
     target.load_state_dict(student.state_dict())
