@@ -101,6 +101,8 @@ CANDIDATES = {
     "rsqrt-bf16": dict(precision="bf16", **RSQRT),
     # Twice the batch, as many images per lr phase (ref 1,000 steps of 32 = 2,000 of 16); same peak lr.
     "rsqrt-bf16-b32": dict(precision="bf16", batch_size=32, lr_schedule="rsqrt", lr_ref_steps=1000, warmup_steps=25),
+    # The defaults since 2026-12-05 at twice their batch, in the same way: ref 500 steps of 64, same peak lr.
+    "rsqrt-bf16-b64": dict(precision="bf16", batch_size=64, lr_schedule="rsqrt", lr_ref_steps=500, warmup_steps=13),
 }
 
 DIFFUSERS_SETUP = (
