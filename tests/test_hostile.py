@@ -89,15 +89,22 @@ def test_more_connections_than_the_limit_get_503_at_once_and_the_server_recovers
 
 def test_a_stream_never_read_neither_blocks_others_nor_grows_memory(server):
     base, port, proc = server
-    generate(base)  # warm: the first request loads what later ones reuse
+
+    def unread_streams_beside_others():
+        unread = [raw(port, b"POST /v1/diffuse/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 46\r\n\r\n" + b'{"prompt": "a blue star", "steps": 30, "n": 4}')
+                  for _ in range(6)]
+        for _ in range(3):
+            assert generate(base).status_code == 200
+        for s in unread:
+            s.close()
+        for _ in range(20):
+            assert generate(base).status_code == 200
+
+    # The first round is the warm-up: the worker's first batch of these sizes takes memory the
+    # allocator then keeps (a CI run saw 44 MiB once). What must not happen is growth per round:
+    # a second round of the same traffic finds the memory it needs already there.
+    unread_streams_beside_others()
     before = rss_mib(proc.pid)
-    unread = [raw(port, b"POST /v1/diffuse/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 46\r\n\r\n" + b'{"prompt": "a blue star", "steps": 30, "n": 4}')
-              for _ in range(6)]
-    for _ in range(3):
-        assert generate(base).status_code == 200
-    for s in unread:
-        s.close()
-    for _ in range(20):
-        assert generate(base).status_code == 200
+    unread_streams_beside_others()
     assert rss_mib(proc.pid) - before < 40
