@@ -17,6 +17,10 @@ import statistics
 from pathlib import Path
 
 
+HEADER = ("| run | steps | images | img/s (median) | loss (last 10%, median) | max grad norm | diverged | grad spikes |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
 def read_log(run: Path) -> list[dict]:
     if not (run / "log.jsonl").is_file():
         return []
@@ -28,13 +32,18 @@ def read_rows(run: Path) -> tuple[list[dict], list[dict]]:
     return [r for r in rows if "loss" in r], [r for r in rows if r.get("event") == "grad_spike"]
 
 
+def rows_per_window(rows: list[dict], window: int) -> int:
+    """How many log rows (one per `log_every` steps) make a window of `window` steps."""
+    return max(1, window // max(1, rows[1]["step"] - rows[0]["step"])) if len(rows) > 1 else 1
+
+
 def windows(rows: list[dict], window: int = 500) -> list[tuple[int, float, float, float]]:
     """(images at the window's end, median loss, median and largest gradient norm) per window of
     `window` steps, from the log's rows (one per `log_every` steps). A run resumed from a
     checkpoint logs the steps after it again; the later rows count."""
     latest = {r["step"]: r for r in rows}
     rows = [latest[k] for k in sorted(latest)]
-    per = max(1, window // max(1, rows[1]["step"] - rows[0]["step"])) if len(rows) > 1 else 1
+    per = rows_per_window(rows, window)
     out = []
     for i in range(0, len(rows), per):
         w = rows[i:i + per]
@@ -90,7 +99,7 @@ def divergence(rows: list[dict], window: int = 500) -> tuple[int | None, float]:
     worst such ratio."""
     if not rows:
         return None, 0.0
-    per = max(1, window // max(1, rows[1]["step"] - rows[0]["step"] if len(rows) > 1 else 1))
+    per = rows_per_window(rows, window)
     best, first, worst = float("inf"), None, 0.0
     for i in range(per, len(rows) + 1, per):
         med = statistics.median(r["loss"] for r in rows[i - per:i])
@@ -126,9 +135,7 @@ def main() -> None:
     ap.add_argument("--plot", help="also draw loss, gradient norm and probe loss into this PNG")
     a = ap.parse_args()
     runs = a.runs
-    print("| run | steps | images | img/s (median) | loss (last 10%, median) | max grad norm | diverged | "
-          "grad spikes |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(HEADER)
     for r in runs:
         print(summary(Path(r)))
     if a.plot:

@@ -30,7 +30,7 @@ from pathlib import Path
 from diffuse.data import draw_shape
 
 sys.path.insert(0, str(Path(__file__).parent))  # log_summary.py sits beside this file
-from log_summary import plot, summary  # noqa: E402
+from log_summary import HEADER, plot, summary  # noqa: E402
 
 DIFFUSE = str(Path(sys.executable).parent / "diffuse")
 FOLDER_SEED = 1  # the shapes stream's seed for the folder: not the seed-0 draws `--data shapes` trains on
@@ -88,9 +88,10 @@ def trained_minutes(run: Path) -> float:
 
 def train(data: str, run: Path, minutes: float) -> None:
     """`diffuse train` with the defaults until the run has trained `minutes` in all."""
-    left = minutes - trained_minutes(run)
+    done = trained_minutes(run)
+    left = minutes - done
     if left < 0.5:
-        print(f"{run.name}: {trained_minutes(run):.1f} of {minutes:g} minutes trained, done", flush=True)
+        print(f"{run.name}: {done:.1f} of {minutes:g} minutes trained, done", flush=True)
         return
     cmd = [DIFFUSE, "train", "--data", data, "--out", str(run), "--minutes", f"{left:.2f}"]
     if (run / "config.json").exists():
@@ -112,8 +113,7 @@ def main():
             write_folder(out / "folder-data", a.images)
         train("shapes" if name == "shapes" else str(out / "folder-data"), out / name, a.minutes)
     runs = [out / name for name in a.data]
-    print("| run | steps | images | img/s (median) | loss (last 10%, median) | max grad norm | diverged | grad spikes |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(HEADER)
     for run in runs:
         print(summary(run))
     plot(runs, out / "curves.png")

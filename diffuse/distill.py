@@ -252,13 +252,14 @@ def train_student(student, loss_of: Callable, data, cfg: DistillConfig, g: torch
     iterations the round's state is saved in `partial`, with `run` (what the round must not change
     midway: settings, teacher), and a round that finds one there goes on from it exactly, if it
     was saved with the same `run`. Returns the losses and the round's seconds."""
+    run = run or {}
     params = [p for name, p in student.named_parameters() if name.startswith("denoiser.")]
     for p in student.text_encoder.parameters():
         p.requires_grad_(False)  # the words mean what they meant to the teacher
     opt = torch.optim.Adam(params, lr=cfg.lr)
     losses, start, elapsed = [], 0, 0.0
     if partial is not None and (partial / CONFIG_FILE).is_file():
-        start, losses, elapsed = resume_round(partial, student, opt, g, target, run or {})
+        start, losses, elapsed = resume_round(partial, student, opt, g, target, run)
         progress(f"{label}: going on from {start}/{cfg.iterations}")
     t0 = time.monotonic() - elapsed
     student.train()
@@ -279,7 +280,7 @@ def train_student(student, loss_of: Callable, data, cfg: DistillConfig, g: torch
         if (it + 1) % 100 == 0:
             progress(f"{label}: {it + 1}/{cfg.iterations}, loss {sum(losses[-100:]) / 100:.4f}")
         if partial is not None and cfg.save_every and (it + 1) % cfg.save_every == 0 and it + 1 < cfg.iterations:
-            save_round(partial, student, opt, g, target, it + 1, losses, time.monotonic() - t0, run or {})
+            save_round(partial, student, opt, g, target, it + 1, losses, time.monotonic() - t0, run)
     student.eval()
     return losses, time.monotonic() - t0
 
