@@ -97,7 +97,10 @@ def train(data: str, run: Path, minutes: float) -> None:
     if (run / "config.json").exists():
         cmd.append("--resume")
     print(" ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    code = subprocess.run(cmd).returncode
+    if code:  # 130: Ctrl-C, and `diffuse train` saved at a step boundary; its own line said why otherwise
+        sys.exit(f"{run.name}: `diffuse train` stopped (exit {code}) at {trained_minutes(run):.1f} of {minutes:g} "
+                 f"minutes; run the same command again to go on")
 
 
 def main():
