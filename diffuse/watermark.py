@@ -178,44 +178,76 @@ def reading_size(pipe, image_size: tuple[int, int], params: dict | None) -> tupl
     return tuple(min(top, max(step, round(v / step) * step)) for v in image_size)
 
 
+def reading_settings(pipe, params: dict | None) -> tuple[str, str, float, bool]:
+    """(prompt, negative prompt, guidance, own): what an image is inverted with: the ones it
+    records when it records them and names this model, else the empty prompt without guidance."""
+    params = params or {}
+    recorded = params.get("model_sha256") or params.get("model_hash") or ""
+    own = bool(recorded) and isinstance(recorded, str) and pipe.model_hash.startswith(recorded) and \
+        isinstance(params.get("prompt"), str) and isinstance(params.get("guidance", 1), (int, float))
+    if own:
+        return params["prompt"], params.get("negative_prompt") or "", float(params.get("guidance", 1)), True
+    return "", "", 1.0, False
+
+
 @torch.no_grad()
 def read_mark(pipe, image, params: dict | None = None, key: str = DEFAULT_KEY, steps: int = INVERT_STEPS) -> dict:
     """Look for `pipe`'s start-noise mark in a PIL image: invert it to its start noise with the
     model (with the prompt, negative prompt and guidance the image records, when it records
     them and names this model), and compare the block-mean signs with the model's 256
     codewords."""
+    return read_marks(pipe, [image], [params], key, steps)[0]
+
+
+@torch.no_grad()
+def read_marks(pipe, images: list, params: list[dict | None] | None = None, key: str = DEFAULT_KEY,
+               steps: int = INVERT_STEPS) -> list[dict]:
+    """read_mark of each image, the images that are read at the same size with the same negative
+    prompt and guidance inverted together in one batch (each with its own prompt): the
+    inversion's network passes are what reading costs, and a batch shares them."""
     from PIL import Image
 
     from .data import pil_to_tensor
     from .guidance import CFGDenoiser, GuidanceInput
-    w, h = reading_size(pipe, image.size, params)
-    rgb = image.convert("RGB")
-    if rgb.size != (w, h):
-        rgb = rgb.resize((w, h), Image.BICUBIC)
-    x = pil_to_tensor(rgb)[None].to(pipe.device)
-    recorded = (params or {}).get("model_sha256") or (params or {}).get("model_hash") or ""
-    own = bool(recorded) and isinstance(recorded, str) and pipe.model_hash.startswith(recorded) and \
-        isinstance(params.get("prompt"), str) and isinstance(params.get("guidance", 1), (int, float))
-    prompt, negative, guidance = ((params["prompt"], params.get("negative_prompt") or "", float(params.get("guidance", 1)))
-                                  if own else ("", "", 1.0))
-    model = pipe.model
-    if getattr(pipe, "student", None):  # a distilled student takes the scale as input (its range holds 1 or more)
-        lo, hi = pipe.student["guidance_range"]
-        denoiser = GuidanceInput(model, min(max(guidance, lo), hi))
-    else:
-        denoiser = CFGDenoiser(model, model.encode([negative]), guidance)
-    z = invert(denoiser, x, model.encode([prompt]), steps)
-    nonce, agree = best_nonce(z, codebook(pipe.model_hash or "0" * 64, key))
-    nonce, agree = int(nonce[0]), int(agree[0])
-    n = signs_count()
-    p = p_value(agree, n)
-    bits = decode_payload(z, nonce, key)[0]
+    params = list(params) if params is not None else [None] * len(images)
+    if len(params) != len(images):
+        raise ValueError(f"{len(images)} images but {len(params)} parameter records")
+    book = codebook(pipe.model_hash or "0" * 64, key)
     own_bits = payload_bits(pipe.model_hash or "0" * 64)
-    return {"found": p < DETECT_P, "version": VERSION, "model": pipe.name, "model_hash": pipe.model_hash[:12],
-            "agree": agree, "signs": n, "p_value": p, "nonce": nonce, "payload": bits_hex(bits),
-            "payload_bits_right": int((bits == own_bits).sum()), "payload_is_model": bool((bits == own_bits).all()),
-            "read_at": [w, h],
-            "inverted_with": f"its recorded prompt at guidance {guidance:g}" if own else "the empty prompt, no guidance"}
+    n = signs_count()
+    groups: dict[tuple, list[int]] = {}
+    setting = []
+    for i, (image, p) in enumerate(zip(images, params)):
+        w, h = reading_size(pipe, image.size, p)
+        prompt, negative, guidance, own = reading_settings(pipe, p)
+        setting.append((w, h, prompt, own, guidance))
+        groups.setdefault((w, h, negative, guidance), []).append(i)
+    out: list[dict | None] = [None] * len(images)
+    model = pipe.model
+    for (w, h, negative, guidance), idx in groups.items():
+        tiles = []
+        for i in idx:
+            rgb = images[i].convert("RGB")
+            tiles.append(pil_to_tensor(rgb if rgb.size == (w, h) else rgb.resize((w, h), Image.BICUBIC)))
+        x = torch.stack(tiles).to(pipe.device)
+        if getattr(pipe, "student", None):  # a distilled student takes the scale as input (its range holds 1 or more)
+            lo, hi = pipe.student["guidance_range"]
+            denoiser = GuidanceInput(model, min(max(guidance, lo), hi))
+        else:
+            denoiser = CFGDenoiser(model, model.encode([negative] * len(idx)), guidance)
+        z = invert(denoiser, x, model.encode([setting[i][2] for i in idx]), steps)
+        nonces, agrees = best_nonce(z, book)
+        for row, i in enumerate(idx):
+            nonce, agree = int(nonces[row]), int(agrees[row])
+            p = p_value(agree, n)
+            bits = decode_payload(z[row:row + 1], nonce, key)[0]
+            own, g = setting[i][3], setting[i][4]
+            out[i] = {"found": p < DETECT_P, "version": VERSION, "model": pipe.name, "model_hash": pipe.model_hash[:12],
+                      "agree": agree, "signs": n, "p_value": p, "nonce": nonce, "payload": bits_hex(bits),
+                      "payload_bits_right": int((bits == own_bits).sum()),
+                      "payload_is_model": bool((bits == own_bits).all()), "read_at": [w, h],
+                      "inverted_with": f"its recorded prompt at guidance {g:g}" if own else "the empty prompt, no guidance"}
+    return out
 
 
 def best_reading(readings: list[dict]) -> dict | None:

@@ -96,6 +96,25 @@ def test_bundled_model_images_carry_the_mark_and_real_images_do_not(shapes):
         assert not r["found"] and r["p_value"] > 1e-3, r
 
 
+def test_reading_a_batch_gives_what_reading_one_by_one_gives(shapes):
+    """read_marks groups images by how they are inverted (recorded prompts with their guidance,
+    unrecorded ones with none) and returns each image's reading in its place."""
+    from diffuse.data import tensor_to_pil
+    from diffuse.pipeline import GenerateRequest
+    made = shapes.generate(GenerateRequest("a blue square on a black background", n=2, seed=11))
+    real = tensor_to_pil(as_saved(load_shapes(32, n=1, seed=9).images)[0])
+    images = [made[0], real, made[1], made[1]]
+    params = [json.loads(made[0].info["diffuse"]), None, json.loads(made[1].info["diffuse"]), None]
+    batch = W.read_marks(shapes, images, params)
+    for im, p, r in zip(images, params, batch):
+        alone = W.read_mark(shapes, im, p)
+        assert r["inverted_with"] == alone["inverted_with"] and r["found"] == alone["found"], (r, alone)
+        assert r["nonce"] == alone["nonce"] and abs(r["agree"] - alone["agree"]) <= 2, (r, alone)
+    assert batch[0]["found"] and batch[2]["found"] and not batch[1]["found"]
+    with pytest.raises(ValueError, match="2 images but 1"):
+        W.read_marks(shapes, images[:2], params[:1])
+
+
 def json_seed(im) -> int:
     return json.loads(im.info["diffuse"])["seed"]
 
