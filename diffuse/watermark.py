@@ -215,13 +215,11 @@ def read_marks(pipe, images: list, params: list[dict | None] | None = None, key:
     book = codebook(pipe.model_hash or "0" * 64, key)
     own_bits = payload_bits(pipe.model_hash or "0" * 64)
     n = signs_count()
+    how = [reading_settings(pipe, p) for p in params]  # (prompt, negative, guidance, own) per image
     groups: dict[tuple, list[int]] = {}
-    setting = []
     for i, (image, p) in enumerate(zip(images, params)):
-        w, h = reading_size(pipe, image.size, p)
-        prompt, negative, guidance, own = reading_settings(pipe, p)
-        setting.append((w, h, prompt, own, guidance))
-        groups.setdefault((w, h, negative, guidance), []).append(i)
+        _, negative, guidance, _ = how[i]
+        groups.setdefault((*reading_size(pipe, image.size, p), negative, guidance), []).append(i)
     out: list[dict | None] = [None] * len(images)
     model = pipe.model
     for (w, h, negative, guidance), idx in groups.items():
@@ -235,18 +233,18 @@ def read_marks(pipe, images: list, params: list[dict | None] | None = None, key:
             denoiser = GuidanceInput(model, min(max(guidance, lo), hi))
         else:
             denoiser = CFGDenoiser(model, model.encode([negative] * len(idx)), guidance)
-        z = invert(denoiser, x, model.encode([setting[i][2] for i in idx]), steps)
+        z = invert(denoiser, x, model.encode([how[i][0] for i in idx]), steps)
         nonces, agrees = best_nonce(z, book)
         for row, i in enumerate(idx):
             nonce, agree = int(nonces[row]), int(agrees[row])
             p = p_value(agree, n)
             bits = decode_payload(z[row:row + 1], nonce, key)[0]
-            own, g = setting[i][3], setting[i][4]
+            own = how[i][3]
             out[i] = {"found": p < DETECT_P, "version": VERSION, "model": pipe.name, "model_hash": pipe.model_hash[:12],
                       "agree": agree, "signs": n, "p_value": p, "nonce": nonce, "payload": bits_hex(bits),
                       "payload_bits_right": int((bits == own_bits).sum()),
                       "payload_is_model": bool((bits == own_bits).all()), "read_at": [w, h],
-                      "inverted_with": f"its recorded prompt at guidance {g:g}" if own else "the empty prompt, no guidance"}
+                      "inverted_with": f"its recorded prompt at guidance {guidance:g}" if own else "the empty prompt, no guidance"}
     return out
 
 
