@@ -394,7 +394,8 @@ def _add_distill(sub):
                                    "which every command picks by default for it. --method consistency instead "
                                    "trains one consistency model (Song et al. 2023, consistency distillation) that "
                                    "samples in any number of steps with the consistency sampler (--steps is its "
-                                   "default), saved in OUT/rounds/consistency and OUT.")
+                                   "default) on any schedule (karras1 is its default), saved in "
+                                   "OUT/rounds/consistency and OUT.")
     p.add_argument("--teacher", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="the student's checkpoint folder")
     p.add_argument("--steps", type=int, choices=[1, 2, 4, 8], default=d("steps"), help="the student's steps (default: %(default)s)")

@@ -39,7 +39,8 @@ DEFAULT_SAMPLER, INPAINT_SAMPLER = "dpmpp_2m", "euler_ancestral"
 # type: Karras", its processing.create_infotext and sd_schedulers); it has no VP schedule.
 A1111_SAMPLERS = {"euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM++ 2M", "ddim": "DDIM", "euler_ancestral": "Euler a",
                   "consistency": "LCM"}  # A1111 names multistep consistency sampling after latent consistency models
-A1111_SCHEDULES = {"karras": "Karras", "exponential": "Exponential", "vp": "VP", "karras0": "Karras to zero"}
+A1111_SCHEDULES = {"karras": "Karras", "exponential": "Exponential", "vp": "VP", "karras0": "Karras to zero",
+                    "karras1": "Karras to 1"}
 # torch's CPU generator (mt19937) keeps only the low 32 bits of a seed: seed s and s + 2^32 draw
 # the same noise, so larger seeds would repeat smaller ones' images. 32 bits, as A1111's seeds.
 MAX_SEED = 2 ** 32 - 1
@@ -156,16 +157,16 @@ def sampling_defaults(config: dict) -> dict:
 
 
 def check_student_request(name: str, student: dict, request: GenerateRequest) -> None:
-    """A distilled student samples only as it was trained: its steps (any, for a consistency model),
-    sampler and schedule, guidance against the empty prompt at a scale in its range. Anything else
+    """A distilled student samples only as it was trained: its steps and schedule (any, for a
+    consistency model) and sampler, guidance against the empty prompt at a scale in its range. Anything else
     is a RequestError that says what to ask for: its teacher samples everything else."""
     asked = (request.steps, request.sampler, request.schedule)
     own = (student["steps"], student["sampler"], student["schedule"])
-    if student.get("any_steps"):  # a consistency model maps every level to its clean image: any steps
-        if asked[1:] != own[1:]:
-            raise RequestError(f"{name} is a consistency model: it samples in any number of steps with the {own[1]} "
-                               f"sampler on the {own[2]} schedule, not {asked[1]} on {asked[2]}: leave those "
-                               f"settings out, or use its teacher {student['teacher']!r}")
+    if student.get("any_steps"):  # a consistency model maps every level to its clean image: any steps, any levels
+        if asked[1] != own[1]:
+            raise RequestError(f"{name} is a consistency model: it samples in any number of steps on any schedule "
+                               f"with the {own[1]} sampler, not {asked[1]}: leave the sampler out, or use its "
+                               f"teacher {student['teacher']!r}")
     elif asked != own:
         raise RequestError(f"{name} is distilled to sample in {own[0]} {own[1]} steps on the {own[2]} schedule, not "
                            f"{asked[0]} {asked[1]} steps on {asked[2]}: leave those settings out, or use its teacher "

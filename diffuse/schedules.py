@@ -3,7 +3,8 @@
 A schedule of `n` steps has `n + 1` entries: sigma_0 = sigma_max > ... > sigma_{n-1} = sigma_min,
 then a final 0 so that the last step lands on the denoised image (Karras et al. 2022, sec. 3).
 One runs its ramp down to 0 itself instead: karras0, the grid distilled students step on
-(distill.py), where the grid of 2n steps holds every point of the grid of n.
+(distill.py), where the grid of 2n steps holds every point of the grid of n. One stops its ramp
+at sigma 1: karras1, the levels consistency models sample on.
 """
 
 import math
@@ -57,7 +58,21 @@ def karras0_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGM
     return (((1 - ramp) * sigma_max ** (1 / rho)) ** rho).float()
 
 
-SCHEDULES = {"karras": karras_sigmas, "exponential": exponential_sigmas, "vp": vp_sigmas, "karras0": karras0_sigmas}
+KARRAS1_LAST = 1.0
+
+
+def karras1_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX) -> torch.Tensor:
+    """The levels a consistency model samples on (Song et al. 2023, alg. 1: which levels multistep
+    sampling visits is free; the paper picks them by greedy search): EDM's ramp (eq. 5, rho 7) of
+    n levels from sigma_max down to sigma 1 (sigma_min is not used), then 0. On karras0 the last of
+    4 levels is 0.005, where a pass changes almost nothing; stopping at 1 spends every pass where
+    the image still changes. Chosen among ramps ending at 0.005 to 5 by `diffuse eval` on disjoint
+    seeds (benchmarks/consistency_grid.py, RESULTS "Where a consistency student stops")."""
+    return karras_sigmas(n, KARRAS1_LAST, sigma_max)
+
+
+SCHEDULES = {"karras": karras_sigmas, "exponential": exponential_sigmas, "vp": vp_sigmas, "karras0": karras0_sigmas,
+             "karras1": karras1_sigmas}
 
 
 def get_sigmas(name: str, n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX) -> torch.Tensor:

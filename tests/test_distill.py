@@ -240,13 +240,17 @@ def test_a_consistency_student_samples_in_any_steps_with_its_own_sampler(tiny_mo
     assert (record["method"], record["sampler"], record["any_steps"]) == ("consistency", "consistency", True)
     assert (out / "rounds" / "consistency" / "config.json").is_file()
     pipe = Pipeline.load(out)
-    assert pipe.defaults == {"steps": 2, "sampler": "consistency", "schedule": "karras0"}
+    assert pipe.defaults == {"steps": 2, "sampler": "consistency", "schedule": "karras1"}
     two = pipe("a red circle", n=2, seed=5)
     assert pipe("a red circle", seed=6)[0].tobytes() == two[1].tobytes()  # its re-noising is seeded per image
     one = pipe("a red circle", seed=5, steps=1)[0]
     assert json.loads(one.info["diffuse"])["steps"] == 1 and one.tobytes() != two[0].tobytes()
     with pytest.raises(RequestError, match="consistency model"):
         pipe.generate(GenerateRequest("a red circle", seed=0, steps=2, sampler="euler", schedule="karras0"))
+    on_karras0 = pipe.generate(GenerateRequest("a red circle", seed=5, steps=2, sampler="consistency",
+                                               schedule="karras0"))  # any levels: other than its default's
+    assert json.loads(on_karras0[0].info["diffuse"])["schedule"] == "karras0"
+    assert on_karras0[0].tobytes() != two[0].tobytes()
     with pytest.raises(RequestError, match="consistency sampler is for consistency models"):
         Pipeline.load(tiny_model_dir).generate(GenerateRequest("a red circle", seed=0, sampler="consistency"))
     png = tmp_path / "c.png"

@@ -12,7 +12,7 @@ def test_schedule_starts_at_sigma_max_ends_at_zero(name, n):
     assert s.shape == (n + 1,)
     assert s[-1].item() == 0.0
     assert s[0].item() == pytest.approx(80.0, rel=1e-5)
-    if n > 1 and name != "karras0":  # karras0 runs its ramp to 0 itself
+    if n > 1 and name not in ("karras0", "karras1"):  # karras0 runs its ramp to 0 itself, karras1 to 1
         assert s[-2].item() == pytest.approx(0.002, rel=1e-4)
     assert torch.all(s[1:] < s[:-1])  # strictly descending
 
@@ -37,3 +37,10 @@ def test_karras0_halves_exactly_and_is_karras_ramp_to_zero():
     assert torch.allclose(g8[::2], g4, rtol=1e-6, atol=0) and g4[-1] == 0
     ramp = torch.tensor([0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
     assert torch.allclose(g4.double(), (10 ** (1 / 7) * (1 - ramp)) ** 7, rtol=1e-6)
+
+
+def test_karras1_is_karras_ramp_stopping_at_one():
+    from diffuse.schedules import karras1_sigmas
+    assert torch.allclose(karras1_sigmas(4), karras_sigmas(4, 1.0, 80.0))
+    assert karras1_sigmas(4)[-2].item() == pytest.approx(1.0) and karras1_sigmas(4)[-1] == 0
+    assert torch.equal(karras1_sigmas(1), torch.tensor([80.0, 0.0]))  # one step: from sigma_max straight to 0
