@@ -9,8 +9,8 @@ at the next level, and denoises again; which levels it visits is free, and the p
 by a greedy search on FID. The students sample on karras0 by default, the grid progressive
 distillation needs, whose last levels for 4 steps are 0.63 and 0.0049: the pass at 0.0049
 changes almost nothing, so one of the four passes is spent. This script measures the family
-"EDM's ramp (rho 7) of `--steps` levels from 80 down to LAST, then 0", i.e. `karras` with
-sigma_min = LAST, for each LAST in --last, against karras0, with `diffuse eval`'s scoring at each
+"EDM's ramp (rho 7, or each --rho) of `--steps` levels from 80 down to LAST, then 0", i.e.
+`karras` with sigma_min = LAST, for each LAST in --last, against karras0, with `diffuse eval`'s scoring at each
 --seeds (108 prompts x 2, guidance 2, unmarked unless --watermark, as `diffuse eval` draws). Choose on one seed, confirm on
 others: two seeds share no image (evaluation.eval_seed).
 """
@@ -29,9 +29,9 @@ from diffuse.pipeline import Pipeline
 GUIDANCE = 2.0  # diffuse eval's default, pinned
 
 
-def ramp_to(last: float):
+def ramp_to(last: float, rho: float):
     """The schedule `karras` with sigma_min = last: `steps` levels from sigma_max to `last`, then 0."""
-    return lambda n, sigma_min, sigma_max: schedules.karras_sigmas(n, last, sigma_max)
+    return lambda n, sigma_min, sigma_max: schedules.karras_sigmas(n, last, sigma_max, rho)
 
 
 def main() -> None:
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="*", default=[4])
     ap.add_argument("--seeds", type=int, nargs="*", default=[3])
     ap.add_argument("--last", type=float, nargs="*", default=[0.005, 0.05, 0.3, 1.0, 2.0, 5.0])
+    ap.add_argument("--rho", type=float, nargs="*", default=[7.0], help="the ramps' curvature (EDM's rho; 7)")
     ap.add_argument("--watermark", action="store_true", help="mark the start noise, as generate does (diffuse eval's "
                     "default is unmarked, and so is this script's)")
     ap.add_argument("--json")
@@ -52,9 +53,11 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for steps in a.steps:
-        for name in ["karras0", *[f"ramp to {last:g}" for last in a.last]]:
+        candidates = [(f"ramp to {last:g}" + (f", rho {rho:g}" if rho != 7 else ""), last, rho)
+                      for rho in a.rho for last in a.last]
+        for name, last, rho in [("karras0", None, None), *candidates]:
             if name != "karras0":
-                schedules.SCHEDULES["_candidate"] = ramp_to(float(name.split()[-1]))
+                schedules.SCHEDULES["_candidate"] = ramp_to(last, rho)
             schedule = "karras0" if name == "karras0" else "_candidate"
             sigmas = schedules.get_sigmas(schedule, steps)
             for seed in a.seeds:
