@@ -10,9 +10,10 @@ by a greedy search on FID. The students sample on karras0 by default, the grid p
 distillation needs, whose last levels for 4 steps are 0.63 and 0.0049: the pass at 0.0049
 changes almost nothing, so one of the four passes is spent. This script measures the family
 "EDM's ramp (rho 7, or each --rho) of `--steps` levels from 80 down to LAST, then 0", i.e.
-`karras` with sigma_min = LAST, for each LAST in --last, against karras0, with `diffuse eval`'s scoring at each
---seeds (108 prompts x 2, guidance 2, unmarked unless --watermark, as `diffuse eval` draws). Choose on one seed, confirm on
-others: two seeds share no image (evaluation.eval_seed).
+`karras` with sigma_min = LAST, for each LAST in --last, against karras0, with `diffuse eval`'s
+scoring at each --seeds (108 prompts x 2, guidance 2, unmarked unless --watermark, as `diffuse
+eval` draws). Choose on one seed, confirm on others: two seeds share no image
+(evaluation.eval_seed).
 """
 
 import argparse
@@ -51,17 +52,18 @@ def main() -> None:
           f"{'marked' if a.watermark else 'unmarked'}")
     print("| steps | levels | seed | all, seen | shape, seen | all, held-out | Frechet (floor) | diversity |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    # Each candidate is registered under one name in turn: a request names its schedule.
+    candidates = [("karras0", schedules.karras0_sigmas)] + [
+        (f"ramp to {last:g}" + (f", rho {rho:g}" if rho != 7 else ""), ramp_to(last, rho))
+        for rho in a.rho for last in a.last]
     rows = []
     for steps in a.steps:
-        candidates = [(f"ramp to {last:g}" + (f", rho {rho:g}" if rho != 7 else ""), last, rho)
-                      for rho in a.rho for last in a.last]
-        for name, last, rho in [("karras0", None, None), *candidates]:
-            if name != "karras0":
-                schedules.SCHEDULES["_candidate"] = ramp_to(last, rho)
-            schedule = "karras0" if name == "karras0" else "_candidate"
-            sigmas = schedules.get_sigmas(schedule, steps)
+        for name, make_sigmas in candidates:
+            schedules.SCHEDULES["_candidate"] = make_sigmas
+            sigmas = schedules.get_sigmas("_candidate", steps)
             for seed in a.seeds:
-                r = evaluate(pipe, seed=seed, steps=steps, sampler="consistency", schedule=schedule, guidance=GUIDANCE)
+                r = evaluate(pipe, seed=seed, steps=steps, sampler="consistency", schedule="_candidate",
+                             guidance=GUIDANCE)
                 seen, held = r["match"]["seen"], r["match"]["held-out"]
                 rows.append(dict(steps=steps, levels=name, sigmas=[round(float(s), 4) for s in sigmas], seed=seed,
                                  seen=seen, held_out=held, frechet=r["frechet"], floor=r["frechet_floor"],
