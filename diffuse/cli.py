@@ -394,7 +394,7 @@ def _add_distill(sub):
                                    "which every command picks by default for it. --method consistency instead "
                                    "trains one consistency model (Song et al. 2023, consistency distillation) that "
                                    "samples in any number of steps with the consistency sampler (--steps is its "
-                                   "default) on any schedule (karras1 is its default), saved in "
+                                   "default) on any schedule (cm is its default), saved in "
                                    "OUT/rounds/consistency and OUT.")
     p.add_argument("--teacher", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="the student's checkpoint folder")

@@ -385,7 +385,7 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
                 data, cfg, g, "consistency", progress, target=target, partial=partial_of(last), run=run)
             # The online network is the student (Song et al. sample with the EMA of a slower rate,
             # 0.9999, which a run of a few thousand steps would barely move from the teacher).
-            save(last, student, losses, seconds, steps=cfg.steps, sampler="consistency", schedule="karras1",
+            save(last, student, losses, seconds, steps=cfg.steps, sampler="consistency", schedule="cm",
                  any_steps=True)
     else:
         previous = None

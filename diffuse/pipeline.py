@@ -40,7 +40,7 @@ DEFAULT_SAMPLER, INPAINT_SAMPLER = "dpmpp_2m", "euler_ancestral"
 A1111_SAMPLERS = {"euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM++ 2M", "ddim": "DDIM", "euler_ancestral": "Euler a",
                   "consistency": "LCM"}  # A1111 names multistep consistency sampling after latent consistency models
 A1111_SCHEDULES = {"karras": "Karras", "exponential": "Exponential", "vp": "VP", "karras0": "Karras to zero",
-                    "karras1": "Karras to 1"}
+                    "karras1": "Karras to 1", "cm": "CM levels"}
 # torch's CPU generator (mt19937) keeps only the low 32 bits of a seed: seed s and s + 2^32 draw
 # the same noise, so larger seeds would repeat smaller ones' images. 32 bits, as A1111's seeds.
 MAX_SEED = 2 ** 32 - 1

@@ -240,7 +240,7 @@ def test_a_consistency_student_samples_in_any_steps_with_its_own_sampler(tiny_mo
     assert (record["method"], record["sampler"], record["any_steps"]) == ("consistency", "consistency", True)
     assert (out / "rounds" / "consistency" / "config.json").is_file()
     pipe = Pipeline.load(out)
-    assert pipe.defaults == {"steps": 2, "sampler": "consistency", "schedule": "karras1"}
+    assert pipe.defaults == {"steps": 2, "sampler": "consistency", "schedule": "cm"}
     two = pipe("a red circle", n=2, seed=5)
     assert pipe("a red circle", seed=6)[0].tobytes() == two[1].tobytes()  # its re-noising is seeded per image
     one = pipe("a red circle", seed=5, steps=1)[0]

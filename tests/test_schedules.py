@@ -12,7 +12,7 @@ def test_schedule_starts_at_sigma_max_ends_at_zero(name, n):
     assert s.shape == (n + 1,)
     assert s[-1].item() == 0.0
     assert s[0].item() == pytest.approx(80.0, rel=1e-5)
-    if n > 1 and name not in ("karras0", "karras1"):  # karras0 runs its ramp to 0 itself, karras1 to 1
+    if n > 1 and name not in ("karras0", "karras1", "cm"):  # karras0 runs its ramp to 0 itself, the others to 1
         assert s[-2].item() == pytest.approx(0.002, rel=1e-4)
     assert torch.all(s[1:] < s[:-1])  # strictly descending
 
@@ -44,3 +44,11 @@ def test_karras1_is_karras_ramp_stopping_at_one():
     assert torch.allclose(karras1_sigmas(4), karras_sigmas(4, 1.0, 80.0))
     assert karras1_sigmas(4)[-2].item() == pytest.approx(1.0) and karras1_sigmas(4)[-1] == 0
     assert torch.equal(karras1_sigmas(1), torch.tensor([80.0, 0.0]))  # one step: from sigma_max straight to 0
+
+
+def test_cm_jumps_to_ten_then_ramps_to_one():
+    from diffuse.schedules import cm_sigmas, karras1_sigmas
+    assert torch.allclose(cm_sigmas(4), torch.tensor([80.0, 10.0, ((10 ** (1 / 7) + 1) / 2) ** 7, 1.0, 0.0]))
+    assert torch.allclose(cm_sigmas(8)[1:-1], karras_sigmas(7, 1.0, 10.0)[:-1])
+    for n in (1, 2):  # from sigma_max to 0, or by sigma 1: karras1's levels
+        assert torch.equal(cm_sigmas(n), karras1_sigmas(n))
