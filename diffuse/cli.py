@@ -395,7 +395,9 @@ def _add_distill(sub):
                                    "trains one consistency model (Song et al. 2023, consistency distillation) that "
                                    "samples in any number of steps with the consistency sampler (--steps is its "
                                    "default) on any schedule (cm is its default), saved in "
-                                   "OUT/rounds/consistency and OUT.")
+                                   "OUT/rounds/consistency and OUT. With --segments it trains a multistep "
+                                   "consistency model (Heek et al. 2024) instead, which samples only in --steps "
+                                   "Euler steps on the cm levels.")
     p.add_argument("--teacher", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="the student's checkpoint folder")
     p.add_argument("--steps", type=int, choices=[1, 2, 4, 8], default=d("steps"), help="the student's steps (default: %(default)s)")
@@ -415,6 +417,9 @@ def _add_distill(sub):
                    help="consistency: levels of the teacher's grid (default: %(default)s)")
     p.add_argument("--ema", type=float, default=d("ema"),
                    help="consistency: the target network's EMA rate (default: %(default)s)")
+    p.add_argument("--segments", action="store_true",
+                   help="consistency: a multistep consistency model (Heek et al. 2024) of --steps segments on the cm "
+                        "levels, consistent within each and sampled by Euler steps between them")
     p.add_argument("--save-every", type=int, default=d("save_every"),
                    help="iterations between saves of a round in progress, from which the same command goes on "
                         "after a stop; 0: only at a round's end (default: %(default)s)")
@@ -444,7 +449,7 @@ def cmd_distill(a) -> None:
     cfg = DistillConfig(teacher=a.teacher, out=a.out, steps=a.steps, start_steps=a.start_steps,
                         teacher_substeps=a.teacher_substeps, iterations=a.iterations, batch_size=a.batch_size,
                         lr=a.lr, guidance_min=lo, guidance_max=hi, seed=a.seed, method=a.method, levels=a.levels,
-                        ema=a.ema, save_every=a.save_every)
+                        ema=a.ema, save_every=a.save_every, segments=a.segments)
     print(distill(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True)))
 
 

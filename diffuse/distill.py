@@ -27,6 +27,14 @@ with d the pseudo-Huber distance of Song & Dhariwal 2023 (improved consistency t
 in place of LPIPS, which needs downloaded weights. The EDM denoiser already meets the boundary
 condition f(x, sigma_min) = x to within c_out(0.002) = 0.002 (Karras et al. 2022, table 1). It
 samples in any number of steps by multistep consistency sampling (samplers.sample_consistency).
+
+A multistep consistency model (Heek et al. 2024, `segments=True`) splits the levels into `steps`
+segments at the cm schedule's levels (80, 10, 3.5, 1, 0 for 4 steps) and is consistent only within
+each: from any x at s_{n+1} it predicts the x0 whose DDIM step lands where the teacher's path
+meets the segment's lower boundary b, so the target above becomes the x0 whose step from x to b
+lands on the target network's step from the teacher's point to b (for b = 0, plain consistency
+distillation). It samples by those DDIM (Euler) steps on cm, deterministically, and only in its
+`steps`; each segment is a shorter path to learn than the whole way to 0.
 """
 
 import copy
@@ -43,7 +51,7 @@ import torch
 from .checkpoint import CONFIG_FILE
 from .denoiser import DenoiserFn
 from .errors import CheckpointError, DiffuseError
-from .schedules import SIGMA_MAX, karras0_sigmas, karras_sigmas
+from .schedules import SIGMA_MAX, cm_sigmas, karras0_sigmas, karras_sigmas
 
 RHO = 7.0
 
@@ -167,7 +175,8 @@ def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
 
 
 def consistency_loss(student: DenoiserFn, target: DenoiserFn, teacher_solve: Callable, y: torch.Tensor, cond,
-                     scale: torch.Tensor, levels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+                     scale: torch.Tensor, levels: torch.Tensor, generator: torch.Generator | None = None,
+                     boundaries: torch.Tensor | None = None) -> torch.Tensor:
     """One batch of consistency distillation (Song et al. 2023, alg. 2): for each clean image y a
     random pair of adjacent `levels` (ascending), x = y + s_{n+1} z, the teacher's x at s_n
     (teacher_solve, one Heun step), and the distance between the student's clean image of x and
@@ -177,7 +186,13 @@ def consistency_loss(student: DenoiserFn, target: DenoiserFn, teacher_solve: Cal
     lo, hi = levels[n].to(y), levels[n + 1].to(y)
     x = y + _column(hi, y) * torch.randn(y.shape, generator=generator).to(y)
     with torch.no_grad():
-        aim = target(teacher_solve(x, hi, lo, cond, scale), lo, with_guidance(cond, scale))
+        x_lo = teacher_solve(x, hi, lo, cond, scale)
+        aim = target(x_lo, lo, with_guidance(cond, scale))
+        if boundaries is not None:
+            # Multistep consistency (Heek et al. 2024): consistent only down to the segment's
+            # lower boundary b, reached by a DDIM step; the aim is the x0 whose step from x lands there.
+            b = boundaries[torch.searchsorted(boundaries, lo, right=True) - 1]
+            aim = student_target(x, ddim_step(x_lo, aim, lo, b), hi, b)
     c = 0.00054 * math.sqrt(y[0].numel())
     return pseudo_huber(student(x, hi, with_guidance(cond, scale)), aim, c).mean()
 
@@ -224,6 +239,7 @@ class DistillConfig:
     method: str = "progressive"      # or "consistency" (one student, any steps; start_steps is not used)
     levels: int = 18                 # consistency: the N of the teacher's grid (Song et al. 2023: 18)
     ema: float = 0.95                # consistency: the target network's EMA rate mu
+    segments: bool = False           # consistency: multistep (Heek et al. 2024), --steps segments on the cm levels
     save_every: int = 200            # iterations between saves of a round in progress (0: only its end)
 
 
@@ -338,6 +354,8 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
     from .copies import training_set
     if cfg.method not in METHODS:
         raise DiffuseError(f"unknown distillation method {cfg.method!r}: choose one of {', '.join(METHODS)}")
+    if cfg.segments and cfg.method != "consistency":
+        raise DiffuseError("--segments makes a multistep consistency model: it needs --method consistency")
     teacher_dir = model_dir(cfg.teacher)
     teacher, teacher_cfg = load_checkpoint(teacher_dir)
     if teacher_cfg.get("distilled"):
@@ -379,14 +397,21 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
             target = frozen_copy(student)
             solve = teacher_of_first_student(teacher.denoiser, uncond_of, 1)
             levels = consistency_levels(cfg.levels)
+            bounds = None
+            if cfg.segments:
+                bounds = cm_sigmas(cfg.steps).flip(0)
+                levels = torch.unique(torch.cat([levels, bounds[1:]]))
             losses, seconds = train_student(
                 student, lambda y, cond, w: consistency_loss(student.denoiser, target.denoiser, solve, y, cond, w,
-                                                             levels, g),
+                                                             levels, g, bounds),
                 data, cfg, g, "consistency", progress, target=target, partial=partial_of(last), run=run)
             # The online network is the student (Song et al. sample with the EMA of a slower rate,
             # 0.9999, which a run of a few thousand steps would barely move from the teacher).
-            save(last, student, losses, seconds, steps=cfg.steps, sampler="consistency", schedule="cm",
-                 any_steps=True)
+            if cfg.segments:
+                save(last, student, losses, seconds, steps=cfg.steps, sampler="euler", schedule="cm")
+            else:
+                save(last, student, losses, seconds, steps=cfg.steps, sampler="consistency", schedule="cm",
+                     any_steps=True)
     else:
         previous = None
         for n in halvings(cfg.start_steps, cfg.steps):

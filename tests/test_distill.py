@@ -176,6 +176,33 @@ def test_the_consistency_loss_vanishes_for_the_exact_consistency_function():
     assert loss(exact) < 0.02 * loss(lambda x, sigma, cond: gauss(x, sigma)), (loss(exact), loss(gauss))
 
 
+def test_the_multistep_loss_vanishes_for_the_exact_segment_map():
+    """Multistep consistency (Heek et al. 2024) within segments [b, B): for data N(0, s^2) the PF-ODE
+    scales x by sqrt(s^2 + sigma^2), so from (x, sigma) it reaches b at x_b = x sqrt(s^2 + b^2) /
+    sqrt(s^2 + sigma^2), and the model's x0 is the one whose DDIM step lands there. That map makes
+    the loss vanish with the boundaries; the map to sigma = 0, exact for plain consistency, does not."""
+    gauss = GaussianDenoiser(0.5)
+    levels, bounds = consistency_levels(40), torch.tensor([0.0, 1.0, 3.5, 10.0, 80.0])
+    levels = torch.unique(torch.cat([levels, bounds[1:]]))
+
+    def solve(x, s, s_next, cond, scale):
+        return heun_solve(gauss, x, s, s_next, cond, 1)
+
+    def segment_map(x, sigma, cond):
+        sigma = sigma.reshape(-1)
+        b = bounds[torch.searchsorted(bounds, sigma, right=False) - 1]  # the boundary below sigma
+        x_b = x * ((0.25 + b ** 2) / (0.25 + sigma ** 2)).sqrt().reshape(-1, 1, 1, 1)
+        return student_target(x, x_b, sigma, b)
+
+    def to_zero(x, sigma, cond):
+        return x * 0.5 / (0.25 + sigma.reshape(-1, 1, 1, 1) ** 2) ** 0.5
+
+    y = 0.5 * torch.randn(256, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    loss = lambda f: float(consistency_loss(f, f, solve, y, blank_cond(256), torch.ones(256), levels,  # noqa: E731
+                                            torch.Generator().manual_seed(1), bounds))
+    assert loss(segment_map) < 0.02 * loss(to_zero), (loss(segment_map), loss(to_zero))
+
+
 def test_a_tiny_consistency_distillation_lowers_the_one_step_error():
     data, exact, solve = two_point_teacher(1)
     student, g, levels = tiny_student(), torch.Generator().manual_seed(0), consistency_levels(8)
@@ -224,6 +251,25 @@ def test_distill_saves_each_student_with_its_record_and_resumes(tiny_model_dir, 
     assert said[0].startswith("2 steps: kept") and (out / "rounds" / "1-steps" / "config.json").is_file()
     with pytest.raises(Exception, match="distilled student already"):
         distill(DistillConfig(teacher=str(out), out=str(tmp_path / "again")), progress=lambda m: None)
+
+
+def test_a_multistep_consistency_student_samples_only_in_its_segments(tiny_model_dir, tmp_path):
+    from diffuse.checkpoint import read_config
+    from diffuse.distill import DistillConfig, distill
+    from diffuse.errors import DiffuseError, RequestError
+    from diffuse.pipeline import GenerateRequest, Pipeline
+    with pytest.raises(DiffuseError, match="needs --method consistency"):
+        distill(DistillConfig(teacher=str(tiny_model_dir), out=str(tmp_path / "p"), segments=True))
+    out = distill(DistillConfig(teacher=str(tiny_model_dir), out=str(tmp_path / "m"), steps=2, iterations=3,
+                                batch_size=4, method="consistency", levels=6, segments=True), progress=lambda m: None)
+    record = read_config(out)["distilled"]
+    assert (record["sampler"], record["schedule"], record.get("any_steps")) == ("euler", "cm", None)
+    pipe = Pipeline.load(out)
+    assert pipe.defaults == {"steps": 2, "sampler": "euler", "schedule": "cm"}
+    two = pipe("a red circle", n=2, seed=5)
+    assert pipe("a red circle", seed=6)[0].tobytes() == two[1].tobytes()
+    with pytest.raises(RequestError, match="distilled to sample in 2 euler steps on the cm schedule"):
+        pipe.generate(GenerateRequest("a red circle", seed=0, steps=1, sampler="euler", schedule="cm"))
 
 
 def test_a_consistency_student_samples_in_any_steps_with_its_own_sampler(tiny_model_dir, tmp_path, capsys):
