@@ -67,9 +67,9 @@ def karras1_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGM
     visits is free; the paper picks them by greedy search), the students' default before cm:
     EDM's ramp (eq. 5, rho 7) of n levels from sigma_max down to sigma 1 (sigma_min is not used),
     then 0. On karras0 the last of 4 levels is 0.005, where a pass changes almost nothing; stopping
-    at 1 spends every pass where the image still changes. Chosen among ramps ending at 0.005 to 5 by `diffuse eval` on disjoint
-    seeds (benchmarks/consistency_grid.py; RESULTS, "A longer consistency distillation, and where a
-    consistency student stops")."""
+    at 1 spends every pass where the image still changes. Chosen among ramps ending at 0.005 to 5
+    by `diffuse eval` on disjoint seeds (benchmarks/consistency_grid.py; RESULTS, "A longer
+    consistency distillation, and where a consistency student stops")."""
     return karras_sigmas(n, KARRAS1_LAST, sigma_max)
 
 
