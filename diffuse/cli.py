@@ -40,7 +40,7 @@ def _add_train(sub):
                                    "rate and schedule, EMA, noise levels, dropout, clipping, --steps) is the run's "
                                    "own unless given again, and a changed one is named.")
     d = _train_default
-    p.add_argument("--data", required=True, help="shapes, digits, emoji or a path to an image folder")
+    p.add_argument("--data", help="shapes, digits, emoji or a path to an image folder (with --resume: the run's own)")
     p.add_argument("--out", required=True, help="run directory for the checkpoint, log.jsonl and previews/")
     p.add_argument("--preset", choices=list(PRESETS), help=f"network size (default: {d('preset')})")
     p.add_argument("--size", type=int, choices=[32, 64], help=f"image size (default: {d('image_size')})")
@@ -561,6 +561,8 @@ def cmd_train(a) -> None:
                    checkpoint_every=a.checkpoint_every, progress=not a.quiet)
     if a.resume:
         cfg = resume_config(a.out, a.data, **given, **machine)
+    elif a.data is None:
+        raise DiffuseError("--data is required (shapes, digits, emoji or an image folder), unless --resume continues a run")
     else:
         cfg = TrainConfig(data=a.data, out=a.out, **{k: v for k, v in given.items() if v is not None}, **machine)
     out = train(cfg, exporter(a).credentials if cfg.preview_every else None)

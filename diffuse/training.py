@@ -149,10 +149,11 @@ RUN_RECIPE = RUN_IDENTITY + ("steps", "batch_size", "grad_accum", "lr", "weight_
 BEFORE_THE_OPTION = {"lr_schedule": "constant", "clip_grad": 0.0, "high_sigma_share": 0.0}
 
 
-def resume_config(out: str | Path, data: str, **given) -> TrainConfig:
+def resume_config(out: str | Path, data: str | None = None, **given) -> TrainConfig:
     """The config to continue the run in `out` with: its own recipe, except the settings in
     `given` (None values count as not given). Budget and machine settings come from `given` or
-    the defaults. A run started with --minutes alone has no step target to keep."""
+    the defaults. A run started with --minutes alone has no step target to keep. `data` None is
+    the run's own data."""
     roll_forward(out)  # a save killed past its commit point is a checkpoint: finish it before reading
     try:
         saved = json.loads((Path(out) / STATE_JSON).read_text())["train"]
@@ -164,6 +165,8 @@ def resume_config(out: str | Path, data: str, **given) -> TrainConfig:
         saved = {**saved, "steps": None}  # a time-budgeted run stays time-budgeted
     saved = {**BEFORE_THE_OPTION, **saved}
     kept = {k: saved[k] for k in RUN_RECIPE if k in saved and k not in given}
+    if data is None and "data" not in kept:
+        raise DiffuseError(f"{out} does not record its training data: give --data")
     return TrainConfig(**{"data": data, "out": str(out), **kept, **given, "resume": True})
 
 

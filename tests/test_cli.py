@@ -60,6 +60,9 @@ def test_train_generate_info(tmp_path, capsys):
     code, _, _ = run(["train", "--data", "shapes", "--out", out, "--preset", "tiny", "--steps", 5, "--batch-size", 4,
                       "--data-size", 64, "--preview-every", 0, "--quiet", "--resume"], capsys)
     assert code == 0 and json.loads((out / "config.json").read_text())["training"]["steps"] == 5
+    code, _, _ = run(["train", "--out", out, "--steps", 6, "--preview-every", 0, "--quiet", "--resume"], capsys)
+    cfg = json.loads((out / "config.json").read_text())  # no --data: the run's own, as the help says
+    assert code == 0 and cfg["training"]["steps"] == 6 and cfg["data"]["kind"] == "shapes"
 
 
 @pytest.fixture
@@ -85,6 +88,7 @@ TRAIN = ["train", "--preset", "tiny", "--steps", "2", "--quiet"]
     (TRAIN + ["--data", "{d}/nocap", "--out", "{d}/o"], "1 without caption"),
     (TRAIN + ["--data", "{d}/corrupt", "--out", "{d}/o"], "1 unreadable"),
     (["train", "--data", "shapes", "--out", "{d}/o"], "--minutes or --steps"),
+    (TRAIN + ["--out", "{d}/o"], "--data is required"),
     (TRAIN + ["--data", "shapes", "--out", "{d}/o", "--lr", "0"], "learning rate"),
     (TRAIN + ["--data", "shapes", "--out", "{d}/o", "--p-std", "0"], "p_std must be positive"),
     (TRAIN + ["--data", "shapes", "--out", "{d}/o", "--caption-dropout", "1"], "caption dropout"),
