@@ -48,10 +48,9 @@ def main():
     eset = load_emoji_set(cached_emoji_folder(model.image_size, progress=True))
     reader, _ = load_emoji_reader(eset, model.image_size, print)
     seen, wrong = probe_prompts(eset, a.per_style)
-    index = {c: i for i, c in enumerate(eset.concepts)}
     x0 = load_pictures(eset, [p.spec for p in seen])
-    own = torch.tensor([index[p.spec["concept"]] for p in seen])
-    other = torch.tensor([index[q.spec["concept"]] for q in wrong])
+    own = torch.tensor([p.target["concept"] for p in seen])
+    other = torch.tensor([q.target["concept"] for q in wrong])
     conds = {"own": model.encode([p.prompt for p in seen]), "wrong": model.encode([q.prompt for q in wrong]),
              "empty": model.encode([""] * len(seen))}
     print(f"model {pipe.name} ({pipe.model_hash[:12]}), {len(seen)} real pictures of seen pairs, one denoiser pass, "
