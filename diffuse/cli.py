@@ -40,7 +40,7 @@ def _add_train(sub):
                                    "rate and schedule, EMA, noise levels, dropout, clipping, --steps) is the run's "
                                    "own unless given again, and a changed one is named.")
     d = _train_default
-    p.add_argument("--data", help="shapes, digits, emoji or a path to an image folder (with --resume: the run's own)")
+    p.add_argument("--data", help="shapes, digits, emoji or a path to an image folder (with --resume: the run's own; another is refused)")
     p.add_argument("--out", required=True, help="run directory for the checkpoint, log.jsonl and previews/")
     p.add_argument("--preset", choices=list(PRESETS), help=f"network size (default: {d('preset')})")
     p.add_argument("--size", type=int, choices=[32, 64], help=f"image size (default: {d('image_size')})")

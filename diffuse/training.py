@@ -149,6 +149,11 @@ RUN_RECIPE = RUN_IDENTITY + ("steps", "batch_size", "grad_accum", "lr", "weight_
 BEFORE_THE_OPTION = {"lr_schedule": "constant", "clip_grad": 0.0, "high_sigma_share": 0.0}
 
 
+def same_data(a: str, b: str) -> bool:
+    """Whether two --data values name the same data: the same name, or paths to one folder."""
+    return a == b or Path(a).resolve() == Path(b).resolve()
+
+
 def resume_config(out: str | Path, data: str | None = None, **given) -> TrainConfig:
     """The config to continue the run in `out` with: its own recipe, except the settings in
     `given` (None values count as not given). Budget and machine settings come from `given` or
@@ -167,6 +172,10 @@ def resume_config(out: str | Path, data: str | None = None, **given) -> TrainCon
     kept = {k: saved[k] for k in RUN_RECIPE if k in saved and k not in given}
     if data is None and "data" not in kept:
         raise DiffuseError(f"{out} does not record its training data: give --data")
+    if data is not None and "data" in kept and not same_data(data, kept["data"]):
+        # the run's data is part of what it is (RUN_IDENTITY): say so rather than drop the one given
+        raise DiffuseError(f"cannot resume: the run used data={kept['data']!r}, not {data!r} (leave --data out "
+                           f"to continue on its own)")
     return TrainConfig(**{"data": data, "out": str(out), **kept, **given, "resume": True})
 
 
