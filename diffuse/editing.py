@@ -8,9 +8,15 @@
   noise kept at std sigma.
 - Outpainting: padding plus inpainting of the padded border.
 - Seed variations: the starting noise is a spherical blend of two seeds' noises.
+
+A request's image, mask and strength enter the pipeline once, as an EditPlan (`plan_edit`): the
+schedule's tail, the start, the denoiser wrapper and the final composite; its PNG parameters
+come from `edit_metadata`.
 """
 
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +40,7 @@ def img2img_sigmas(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
     """The tail of a schedule that `strength` selects: round(strength * steps) steps run, ending
     at 0. Strength 1 is the whole schedule, strength 0 is just [0] (no step: the input returns)."""
     steps = len(sigmas) - 1
-    run = round(check_strength(strength) * steps)
-    return sigmas[steps - run:]
+    return sigmas[steps - steps_run(check_strength(strength), steps):]
 
 
 def noised_start(init: torch.Tensor | None, sigmas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -74,6 +79,71 @@ def blend_renoised(x: torch.Tensor, init: torch.Tensor, mask: torch.Tensor, sigm
 def composite(x: torch.Tensor, init: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The known region exactly as given, to the last bit (1 = generated)."""
     return torch.where(mask > 0, mask * x + (1 - mask) * init, init)
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """What an image and a mask change in one run of a sampler, decided once (`plan_edit`): the
+    tail of the schedule that runs, where it starts, the denoiser wrapper and the last composite.
+    Text-to-image is the plan without an image: the whole schedule from pure noise, as it is."""
+    sigmas: torch.Tensor
+    init: torch.Tensor | None = None     # [n, 3, H, W] in [-1, 1]
+    mask: torch.Tensor | None = None     # [n, 3, H, W] in [0, 1], 1 = repaint
+    strength: float = 1.0
+
+    @property
+    def runs(self) -> bool:
+        """Whether any step runs: strength 0 (a one-sigma schedule) and an empty mask return the image."""
+        return len(self.sigmas) > 1 and (self.mask is None or bool(self.mask.any()))
+
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        return noised_start(self.init if self.strength < 1 else None, self.sigmas, noise)
+
+    def denoiser(self, denoiser, noise):
+        """`denoiser` for this plan; `noise()` draws each evaluation's fresh noise for inpainting."""
+        return denoiser if self.mask is None else InpaintDenoiser(denoiser, self.init, self.mask, noise)
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """The sampler's result as the edit returns it: the known region put back exactly."""
+        return x if self.mask is None else composite(x, self.init, self.mask)
+
+
+def plan_edit(sigmas: torch.Tensor, n: int, width: int, height: int, init_image: Image.Image | None = None,
+              mask_image: Image.Image | None = None, strength: float = 1.0) -> EditPlan:
+    """The EditPlan of n images of width x height over the schedule `sigmas`: image-to-image when
+    there is an init image (strength picks the tail), inpainting when there is also a mask (of the
+    image's size; resized with it to the output)."""
+    if init_image is None:
+        return EditPlan(sigmas)
+    init = image_tensor(init_image, width, height).to(sigmas.device).expand(n, -1, -1, -1)
+    mask = None
+    if mask_image is not None:
+        mask = mask_tensor(mask_image, init_image.size).to(sigmas.device)
+        if mask.shape[1:] != (height, width):
+            mask = F.interpolate(mask[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        if mask.max() == 0:
+            warnings.warn("the mask is empty (all black): nothing to repaint, the image is returned as it is",
+                          stacklevel=3)
+        mask = mask.expand(n, 3, height, width)
+    return EditPlan(img2img_sigmas(sigmas, strength), init, mask, strength)
+
+
+def edit_metadata(init_image: Image.Image | None, mask_image: Image.Image | None, strength: float,
+                  steps: int) -> dict:
+    """What an image's parameters record of its edit: strength, the steps that ran, the hashes
+    of the image and the mask (the pixels themselves are not stored)."""
+    if init_image is None:
+        return {}
+    params = {"strength": strength, "steps_run": steps_run(strength, steps),
+              "init_image_sha256": image_sha256(init_image)}
+    if mask_image is not None:
+        params["mask_sha256"] = image_sha256(mask_image)
+    return params
+
+
+def steps_run(strength: float, steps: int) -> int:
+    """Sampler steps that really run: image-to-image runs round(strength * steps) of them (img2img_sigmas)."""
+    return round(strength * steps)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

@@ -8,19 +8,16 @@ it (PNG text metadata), so any image can be made again alone.
 import json
 import re
 import secrets
-import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .checkpoint import load_checkpoint, model_dir, model_name
 from .data import tensor_to_pil
-from .editing import (InpaintDenoiser, check_mask_size, check_strength, composite, image_sha256, image_tensor,
-                      img2img_sigmas, mask_tensor, noised_start, slerp)
+from .editing import EditPlan, check_mask_size, check_strength, edit_metadata, plan_edit, slerp, steps_run
 from .errors import RequestError
 from .guidance import CFGDenoiser, GuidanceInput
 from .model import TextToImageModel
@@ -221,32 +218,18 @@ class Pipeline:
         self.check(request)
         w, h = request.size(self.model.image_size)
         sigmas = get_sigmas(request.schedule, request.steps, SIGMA_MIN, SIGMA_MAX).to(self.device)
-        init = mask = None
-        if request.init_image is not None:
-            init = image_tensor(request.init_image, w, h).to(self.device).expand(request.n, -1, -1, -1)
-            sigmas = img2img_sigmas(sigmas, request.effective_strength)
-        if request.mask is not None:
-            mask = mask_tensor(request.mask, request.init_image.size).to(self.device)
-            if mask.shape[1:] != (h, w):
-                mask = F.interpolate(mask[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-            if mask.max() == 0:
-                warnings.warn("the mask is empty (all black): nothing to repaint, the image is returned as it is",
-                              stacklevel=2)
-                return init.clone()
-            mask = mask.expand(request.n, 3, h, w)
-        if len(sigmas) == 1:  # strength 0: no step runs
-            return init.clone()
+        plan = plan_edit(sigmas, request.n, w, h, request.init_image, request.mask, request.effective_strength)
+        if not plan.runs:  # strength 0 or an empty mask: the image as it was given
+            return plan.init.clone()
         noise = SeededNoise(request.seeds, (3, h, w), self.device)
         start = self.start_noise(noise(), request.seeds)
         if request.variation_seed is not None and request.variation_strength > 0:
             seeds = [request.variation_seed + k for k in range(request.n)]
             other = SeededNoise(seeds, (3, h, w), self.device)
             start = slerp(start, self.start_noise(other(), seeds), request.variation_strength)
-        x = noised_start(init if request.effective_strength < 1 else None, sigmas, start)
-        x = self._reverse(request, x, sigmas, noise, [request.prompt] * request.n,
-                          [request.negative_prompt] * request.n, callback,
-                          inpaint=(init, mask, noise) if mask is not None else None)
-        return composite(x, init, mask) if mask is not None else x
+        x = self._reverse(request, plan.start(start), plan.sigmas, noise, [request.prompt] * request.n,
+                          [request.negative_prompt] * request.n, callback, plan)
+        return plan.finish(x)
 
     def marks(self, width: int, height: int) -> bool:
         """Whether images of this size get the start-noise watermark (its grid must divide them)."""
@@ -263,16 +246,16 @@ class Pipeline:
 
     def _reverse(self, settings: GenerateRequest, x: torch.Tensor, sigmas: torch.Tensor, noise: SeededNoise,
                  prompts: list[str], negative_prompts: list[str], callback: Callable[[Step], None] | None = None,
-                 inpaint: tuple | None = None) -> torch.Tensor:
+                 plan: EditPlan | None = None) -> torch.Tensor:
         """The reverse process that sample() and sample_batch() share: guidance on the model (one
-        prompt and negative prompt per image of x), wrapped for inpainting when `inpaint` holds
-        (init, mask, noise), run by the settings' sampler over `sigmas`."""
+        prompt and negative prompt per image of x), wrapped as the edit `plan` says (for
+        inpainting), run by the settings' sampler over `sigmas`."""
         if self.student:  # guidance is the student's input: one pass (Meng et al. 2023)
             denoiser = GuidanceInput(self.model, settings.guidance)
         else:
             denoiser = CFGDenoiser(self.model, self.model.encode(negative_prompts), settings.guidance)
-        if inpaint is not None:
-            denoiser = InpaintDenoiser(denoiser, *inpaint)
+        if plan is not None:
+            denoiser = plan.denoiser(denoiser, noise)
         extra = {"eta": settings.eta} if settings.eta is not None and settings.sampler in STOCHASTIC else {}
         return get_sampler(settings.sampler)(denoiser, x, sigmas, self.model.encode(prompts), noise=noise,
                                              callback=callback, **extra)
@@ -300,7 +283,7 @@ class Pipeline:
         sigmas = get_sigmas(first.schedule, first.steps, SIGMA_MIN, SIGMA_MAX).to(self.device)
         seeds = [s for r in requests for s in r.seeds]
         noise = SeededNoise(seeds, (3, h, w), self.device)
-        return self._reverse(first, noised_start(None, sigmas, self.start_noise(noise(), seeds)), sigmas, noise,
+        return self._reverse(first, EditPlan(sigmas).start(self.start_noise(noise(), seeds)), sigmas, noise,
                              [r.prompt for r in requests for _ in range(r.n)],
                              [r.negative_prompt for r in requests for _ in range(r.n)], callback)
 
@@ -337,11 +320,7 @@ class Pipeline:
             params["watermark"] = MARK_VERSION
         if request.variation_seed is not None:  # image k blends in variation seed + k, as its seed is seed + k
             params["variation_seed"] = request.variation_seed + seed - request.seed
-        if request.init_image is not None:
-            params.update(strength=request.effective_strength, steps_run=self.steps_run(request),
-                          init_image_sha256=image_sha256(request.init_image))
-        if request.mask is not None:
-            params["mask_sha256"] = image_sha256(request.mask)
+        params.update(edit_metadata(request.init_image, request.mask, request.effective_strength, request.steps))
         # "parameters" in the AUTOMATIC1111 layout that image viewers and tools already read, in its words.
         negative = f"\nNegative prompt: {request.negative_prompt}" if request.negative_prompt else ""
         sampler = A1111_SAMPLERS.get(request.sampler, request.sampler)
@@ -368,7 +347,7 @@ class Pipeline:
     @staticmethod
     def steps_run(request: GenerateRequest) -> int:
         """Sampler steps that really run: image-to-image runs round(strength * steps) of them."""
-        return round(request.effective_strength * request.steps)
+        return steps_run(request.effective_strength, request.steps)
 
 
 def recorded_prompt(image: Image.Image) -> str | None:

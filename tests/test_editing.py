@@ -8,19 +8,19 @@ from PIL import Image
 
 from diffuse import GenerateRequest, Pipeline
 from diffuse.data import pil_to_tensor
-from diffuse.editing import (InpaintDenoiser, composite, img2img_sigmas, mask_tensor, noised_start, outpaint_canvas,
-                             slerp)
+from diffuse.editing import (EditPlan, InpaintDenoiser, img2img_sigmas, mask_tensor, noised_start, outpaint_canvas,
+                             plan_edit, slerp)
 from diffuse.errors import RequestError
 from diffuse.samplers import SAMPLERS, SeededNoise, get_sampler
 from diffuse.schedules import karras_sigmas
 
 
 def _inpaint(finite, init, mask, name, seeds, steps=60):
+    """Inpainting as the pipeline runs it: the edit plan's start, wrapper and composite."""
     noise = SeededNoise(seeds, init.shape[1:])
-    start = noise()
-    den = InpaintDenoiser(finite, init, mask, noise)
-    x = get_sampler(name)(den, start * 80.0, karras_sigmas(steps), noise=noise)
-    return composite(x, init, mask)
+    plan = EditPlan(karras_sigmas(steps), init, mask)  # strength 1: the whole schedule, from pure noise
+    x = get_sampler(name)(plan.denoiser(finite, noise), plan.start(noise()), plan.sigmas, noise=noise)
+    return plan.finish(x)
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
@@ -114,6 +114,25 @@ def test_img2img_from_near_a_training_image_lands_on_it(finite):
     x = noised_start(init, sig, torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(1)))
     out = SAMPLERS["dpmpp_2m"](finite, x, sig)
     assert (out - finite.points[2:3]).abs().max() < 1e-2
+
+
+def test_edit_plan_of_an_image_and_a_mask(photo):
+    sig = karras_sigmas(10)
+    txt = plan_edit(sig, 2, 32, 32)
+    assert txt.runs and torch.equal(txt.sigmas, sig) and txt.init is None
+    assert torch.equal(txt.start(torch.ones(2, 3, 32, 32)), torch.full((2, 3, 32, 32), 80.0))
+    half = plan_edit(sig, 2, 16, 16, photo, strength=0.5)  # resized to the output, the tail of 5 steps
+    assert half.init.shape == (2, 3, 16, 16) and len(half.sigmas) == 6 and half.mask is None
+    assert torch.allclose(half.start(torch.zeros(2, 3, 16, 16)), half.init)
+    assert not plan_edit(sig, 1, 32, 32, photo, strength=0.0).runs  # strength 0: no step
+    soft = Image.new("L", photo.size, 0)
+    soft.putpixel((3, 4), 255)
+    inpaint = plan_edit(sig, 2, 32, 32, photo, soft)
+    assert inpaint.mask.shape == (2, 3, 32, 32) and inpaint.mask.sum() == 6 and inpaint.runs
+    x = torch.full((2, 3, 32, 32), 5.0)
+    assert torch.equal(inpaint.finish(x)[inpaint.mask == 0], inpaint.init[inpaint.mask == 0])
+    with pytest.warns(UserWarning, match="empty"):
+        assert not plan_edit(sig, 1, 32, 32, photo, Image.new("L", photo.size, 0)).runs
 
 
 def test_slerp_ends_and_norm():
