@@ -25,6 +25,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -185,6 +186,17 @@ def changed_settings(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
             if k in saved and k not in RUN_IDENTITY and k != "steps" and saved[k] != getattr(cfg, k)}
 
 
+def check_resume(saved: dict, cfg: TrainConfig, warn: bool = True) -> None:
+    """Refuse to resume a run (its saved settings `saved`) as another one: a changed setting of
+    RUN_IDENTITY is an error; a changed recipe setting, given on purpose, is named (`warn`)."""
+    for k in RUN_IDENTITY:
+        was = saved.get(k, getattr(TrainConfig, k, None))
+        if was != getattr(cfg, k):
+            raise DiffuseError(f"cannot resume: the run used {k}={was!r}, not {getattr(cfg, k)!r}")
+    for k, (was, now) in changed_settings(saved, cfg).items() if warn else ():
+        warnings.warn(f"the resumed run changes {k} from {was!r} to {now!r}", stacklevel=3)
+
+
 class StopRequest:
     """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step boundary, so the saved
     state is that of a finished step and resuming is as exact as never stopping. A second
@@ -319,7 +331,85 @@ class ModelLoss(nn.Module):
         return self.loss_fn(self.model, images, self.model.encode(captions), sigma, noise)
 
 
+class RunLog:
+    """A run's log.jsonl: a row per logged step and one per event (checkpoint, grad_spike). As a
+    run starts, rows past the checkpoint it continues from go (`keep_until`): they belong to the
+    steps a stop undid, so the log of a stopped and resumed run reads as one never stopped."""
+
+    def __init__(self, out: Path):
+        self.path = out / "log.jsonl"
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def lines(self) -> list[str]:
+        return [r for r in self.path.read_text().splitlines() if r.strip()] if self.path.exists() else []
+
+    def rows(self) -> list[dict]:
+        return [json.loads(r) for r in self.lines()]
+
+    def keep_until(self, step: int) -> None:
+        if self.path.exists():
+            self.path.write_text("".join(r + "\n" for r in self.lines() if json.loads(r).get("step", 0) <= step))
+
+
+class BestCheckpoint:
+    """best/: the checkpoint whose EMA weights score the lowest probe loss, and the warning when
+    a later one scores over twice that (the run has likely diverged: issue 23's 60-minute run went
+    from 0.10 to 0.6). The probe is fixed: 32 training images, each at 4 noise levels (0.1 to 10)
+    with fixed noise, so checkpoints of one run compare exactly.
+
+    Invariant: best/ ends as in a run never stopped. Each checkpoint's row in the log, written
+    after best/ has taken it or turned it down, says it was scored; a run resumed from a
+    checkpoint without its row (killed while scoring, or inside best/'s save) scores it first."""
+
+    def __init__(self, out: Path, data: TensorDataset, loss_fn: EDMLoss, device: str, log: RunLog, data_name: str):
+        self.dir, self.data, self.loss_fn, self.device, self.log = out / "best", data, loss_fn, device, log
+        self.data_name = data_name  # for the warning's resume command
+
+    @torch.no_grad()
+    def probe_loss(self, ema: TextToImageModel) -> float:
+        g, was_training = torch.Generator().manual_seed(12345), ema.training
+        ema.eval()  # no dropout: the probe must not draw from the run's random streams
+        idx = torch.randperm(len(self.data), generator=g)[:32]
+        y = self.data.images[idx].to(self.device)
+        cond = ema.encode([self.data.captions[i] for i in idx.tolist()])
+        total = 0.0
+        for s in (0.1, 0.5, 2.0, 10.0):
+            noise = torch.randn(y.shape, generator=g).to(self.device)
+            total += self.loss_fn(ema, y, cond, torch.full((len(y),), s, device=self.device), noise).mean().item()
+        ema.train(was_training)
+        return total / 4
+
+    def score(self, step: int, ema: TextToImageModel, save_best: Callable[[float], None]) -> None:
+        """Score the checkpoint of `step` just saved; `save_best(probe_loss)` saves the run's
+        state into best/ when it is the lowest so far."""
+        loss = self.probe_loss(ema)
+        best = read_config(self.dir).get("probe_loss") if (self.dir / CONFIG_FILE).exists() else None
+        if best is None or loss < best:
+            save_best(loss)
+        elif loss > 2 * best:
+            best_step = read_config(self.dir)["training"]["steps"]
+            warnings.warn(f"the run may have diverged: probe loss {loss:.4f} at step {step} against {best:.4f} "
+                          f"at step {best_step}, kept in {self.dir}; to go on from there: diffuse train "
+                          f"--data {self.data_name} --out {self.dir} --resume --clip-grad 1 (or a lower --lr)",
+                          stacklevel=2)
+        # Written last: the row says best/ has seen this checkpoint (catch_up relies on it).
+        self.log.write({"event": "checkpoint", "step": step, "probe_loss": loss, "best_probe_loss": best})
+
+    def catch_up(self, step: int, ema: TextToImageModel, save_best: Callable[[float], None]) -> None:
+        """Score the checkpoint a run resumes from if a kill left it unscored (scoring is
+        idempotent, so one scored already is not missed either way)."""
+        if not any(r.get("event") == "checkpoint" and r.get("step") == step for r in self.log.rows()):
+            self.score(step, ema, save_best)
+
+
 class Trainer:
+    """One process's share of a run: its state and exact resume (_state, _restore, save), the
+    step (train_step over micro-batches), checkpoints and previews at their intervals (run). The
+    log and best/ are RunLog's and BestCheckpoint's."""
+
     def __init__(self, cfg: TrainConfig, world: World = World(), device: str | None = None, credentials=None):
         """One process's share of a run; `world` and `device` come from torchrun via train();
         the preview grids are signed with `credentials` (diffuse.credentials; None: unsigned)."""
@@ -334,14 +424,9 @@ class Trainer:
         if cfg.resume:
             saved = read_config(self.out)  # fails clearly when there is nothing to resume
             state_tensors, state = load_training_state(self.out)
-            for k in RUN_IDENTITY:
-                was = state["train"].get(k, getattr(TrainConfig, k, None))
-                if was != getattr(cfg, k):
-                    raise DiffuseError(f"cannot resume: the run used {k}={was!r}, not {getattr(cfg, k)!r}")
+            check_resume(state["train"], cfg, warn=world.is_main)
             if world.is_main:
                 self._check_global_batch(state.get("global_batch", state["train"].get("batch_size")))
-                for k, (was, now) in changed_settings(state["train"], cfg).items():
-                    warnings.warn(f"the resumed run changes {k} from {was!r} to {now!r}", stacklevel=2)
         self.data: TensorDataset = load_dataset(cfg.data, cfg.image_size, seed=cfg.seed, shapes=cfg.data_size,
                                                   holdout=cfg.holdout)
         if state is None:
@@ -362,11 +447,12 @@ class Trainer:
                                high_share=cfg.high_sigma_share)
         self.step, self.images_seen, self.elapsed = 0, 0, 0.0
         self.saved_step: int | None = None  # the step of the last checkpoint this process wrote
-        self.spikes = SpikeWatch()
+        self.spikes, self.log = SpikeWatch(), RunLog(self.out)
+        self.best = BestCheckpoint(self.out, self.data, self.loss_fn, self.device, self.log, cfg.data)
         if state is not None:
             self._restore(state_tensors, state)
-        elif world.is_main:
-            self._truncate_log(0)  # rows of a run killed before its first checkpoint belong to no run
+        if world.is_main:  # a run killed before its first checkpoint leaves rows of no step kept
+            self.log.keep_until(self.step)
         self.amp = autocast_dtype(cfg.precision, self.device)
         if state is not None and cfg.precision == "auto":
             # A resumed run keeps the precision it ran in, so it continues exactly (a run saved before
@@ -424,12 +510,15 @@ class Trainer:
         self.gen.set_state(tensors["rng.train"])
         torch.set_rng_state(tensors["rng.torch"])
         self.step, self.images_seen, self.elapsed = info["step"], info["images_seen"], info["elapsed_s"]
-        if self.world.is_main:
-            self._truncate_log(self.step)
 
-    def save(self) -> None:
+    def save(self, where: Path | None = None, **summary) -> None:
+        """The EMA model and the whole training state into the run directory (or `where`), with
+        `summary` added to its config."""
         tensors, info = self._state()
-        save_checkpoint(self.out, self.ema, self._summary(), tensors, info)
+        save_checkpoint(where or self.out, self.ema, {**self._summary(), **summary}, tensors, info)
+
+    def save_best(self, probe_loss: float) -> None:
+        self.save(self.best.dir, probe_loss=probe_loss)
 
     def _summary(self) -> dict:
         return {"data": self.data.summary, "training": {
@@ -440,18 +529,7 @@ class Trainer:
             "lr_schedule": self.cfg.lr_schedule, "p_mean": self.cfg.p_mean, "p_std": self.cfg.p_std,
             "high_sigma_share": self.cfg.high_sigma_share, "clip_grad": self.cfg.clip_grad}}
 
-    # -------------------------------------------------------------- logging
-    def _log(self, row: dict) -> None:
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-    def _truncate_log(self, step: int) -> None:
-        """Drop log rows of an interrupted run past the checkpoint it resumes from."""
-        path = self.out / "log.jsonl"
-        if path.exists():
-            rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r).get("step", 0) <= step]
-            path.write_text("".join(r + "\n" for r in rows))
-
+    # -------------------------------------------------------------- previews
     def preview(self) -> None:
         from .pipeline import GenerateRequest, Pipeline, image_grid
         prompts = list(dict.fromkeys(self.data.captions))[:4]
@@ -532,7 +610,7 @@ class Trainer:
         if spike and self.world.is_main:
             worst = int(losses.argmax())
             layers = list(layer_grad_norms(self.model).items())[:3]
-            self._log({"event": "grad_spike", "step": self.step + 1, "grad_norm": grad_norm.item(),
+            self.log.write({"event": "grad_spike", "step": self.step + 1, "grad_norm": grad_norm.item(),
                        "median_grad_norm": median, "top_layers": [[k, round(v, 4)] for k, v in layers],
                        "worst_sigma": sigma[worst].item(), "worst_loss": losses[worst].item(),
                        "batch_loss": losses.mean().item()})
@@ -555,58 +633,15 @@ class Trainer:
                 kept = f"the checkpoint of step {had} is intact" if had is not None else "no earlier checkpoint exists"
                 raise DiffuseError(f"could not write the checkpoint of step {self.step} to {self.out} "
                                    f"({e.strerror or e}); {kept}: free space and continue with --resume") from None
-            self._watch_probe()
+            self.best.score(self.step, self.ema, self.save_best)
         barrier()  # when any process returns, the checkpoint is complete
-
-    @torch.no_grad()
-    def probe_loss(self) -> float:
-        """The EDM loss of the EMA weights on a fixed probe: 32 training images, each at 4 fixed
-        noise levels (0.1 to 10) with fixed noise, so checkpoints of one run compare exactly."""
-        g, was_training = torch.Generator().manual_seed(12345), self.ema.training
-        self.ema.eval()  # no dropout: the probe must not draw from the run's random streams
-        idx = torch.randperm(len(self.data), generator=g)[:32]
-        y = self.data.images[idx].to(self.device)
-        cond = self.ema.encode([self.data.captions[i] for i in idx.tolist()])
-        total = 0.0
-        for s in (0.1, 0.5, 2.0, 10.0):
-            noise = torch.randn(y.shape, generator=g).to(self.device)
-            total += self.loss_fn(self.ema, y, cond, torch.full((len(y),), s, device=self.device), noise).mean().item()
-        self.ema.train(was_training)
-        return total / 4
-
-    def _watch_probe(self) -> None:
-        """Keep the checkpoint of the lowest probe loss in best/, and warn when a later one is
-        over twice that: the run has likely diverged (issue 23's 60-minute run went 0.10 to 0.6)."""
-        loss = self.probe_loss()
-        best_file = self.out / "best" / CONFIG_FILE
-        best = read_config(self.out / "best").get("probe_loss") if best_file.exists() else None
-        if best is None or loss < best:
-            tensors, info = self._state()
-            save_checkpoint(self.out / "best", self.ema, {**self._summary(), "probe_loss": loss}, tensors, info)
-        elif loss > 2 * best:
-            best_step = read_config(self.out / "best")["training"]["steps"]
-            warnings.warn(f"the run may have diverged: probe loss {loss:.4f} at step {self.step} against {best:.4f} "
-                          f"at step {best_step}, kept in {self.out / 'best'}; to go on from there: diffuse train "
-                          f"--data {self.cfg.data} --out {self.out / 'best'} --resume --clip-grad 1 (or a lower --lr)",
-                          stacklevel=2)
-        # Logged last: the row says best/ has seen this checkpoint (_catch_up_probe relies on it).
-        self._log({"event": "checkpoint", "step": self.step, "probe_loss": loss, "best_probe_loss": best})
-
-    def _catch_up_probe(self) -> None:
-        """A run killed after a checkpoint's save but before best/ took it (while scoring its
-        probe, or inside best/'s save) left it unscored: score it on resuming, so that best/ ends
-        as in a run never stopped. Scoring is idempotent, so one scored already is not missed."""
-        path = self.out / "log.jsonl"
-        rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()] if path.exists() else []
-        if not any(r.get("event") == "checkpoint" and r.get("step") == self.step for r in rows):
-            self._watch_probe()
 
     def run(self) -> Path:
         cfg, main = self.cfg, self.world.is_main
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             if cfg.resume:
-                self._catch_up_probe()
+                self.best.catch_up(self.step, self.ema, self.save_best)
         deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes else math.inf
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and main), unit="step",
                    dynamic_ncols=True)
@@ -627,7 +662,7 @@ class Trainer:
                     ips = window_imgs / max(now - window_t, 1e-9)
                     bar.set_postfix(loss=f"{loss:.4f}", grad=f"{gn.mean():.3f}", img_s=f"{ips:.1f}")
                     if main:
-                        self._log({"step": self.step, "images": self.images_seen, "loss": loss, "images_per_s": ips,
+                        self.log.write({"step": self.step, "images": self.images_seen, "loss": loss, "images_per_s": ips,
                                    "lr": self.opt.param_groups[0]["lr"], "grad_norm": gn.mean().item(),
                                    "grad_norm_max": gn.max().item(), "elapsed_s": round(self.elapsed, 2),
                                    "global_batch": self.global_batch, "processes": self.world.size})

@@ -244,7 +244,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_one_line_and_keeps_the_l
 def test_the_best_checkpoint_is_kept_apart_and_divergence_warns(tmp_path):
     trainer = Trainer(tiny_config(tmp_path / "run", steps=4, checkpoint_every=1))
     probes = iter([1.0, 0.5, 0.8, 1.2, 1.2])  # the last step is saved (and scored) again as the run ends
-    trainer.probe_loss = lambda: next(probes)
+    trainer.best.probe_loss = lambda ema: next(probes)
     with pytest.warns(UserWarning, match=r"may have diverged: probe loss 1.2000 at step 4 against 0.5000 at step 2"):
         trainer.run()
     from diffuse.checkpoint import load_checkpoint
@@ -256,7 +256,7 @@ def test_the_best_checkpoint_is_kept_apart_and_divergence_warns(tmp_path):
 def test_the_probe_loss_is_exact_and_leaves_the_run_untouched(tmp_path):
     trainer = Trainer(tiny_config(tmp_path / "run", steps=2))
     state = torch.get_rng_state(), trainer.gen.get_state()
-    assert trainer.probe_loss() == trainer.probe_loss()
+    assert trainer.best.probe_loss(trainer.ema) == trainer.best.probe_loss(trainer.ema)
     assert torch.equal(state[0], torch.get_rng_state()) and torch.equal(state[1], trainer.gen.get_state())
 
 
@@ -329,13 +329,13 @@ def test_a_kill_between_a_checkpoint_and_its_best_copy_leaves_best_as_an_unbroke
 
     def trainer(out, **kw):
         t = Trainer(tiny_config(out, steps=3, checkpoint_every=1, **kw))
-        t.probe_loss = lambda: probes[t.step]
+        t.best.probe_loss = lambda ema: probes[t.step]
         return t
 
     trainer(tmp_path / "straight").run()
     split, real_save = trainer(tmp_path / "split"), training.save_checkpoint
 
-    def dying_probe():  # SystemExit stands for the SIGKILL: nothing after it runs
+    def dying_probe(ema):  # SystemExit stands for the SIGKILL: nothing after it runs
         if split.step == 2:
             raise SystemExit
         return probes[split.step]
@@ -345,7 +345,7 @@ def test_a_kill_between_a_checkpoint_and_its_best_copy_leaves_best_as_an_unbroke
             raise SystemExit
         return real_save(directory, *args, **kw)
     if killed_in == "probe":
-        split.probe_loss = dying_probe
+        split.best.probe_loss = dying_probe
     else:
         monkeypatch.setattr(training, "save_checkpoint", dying_save)
     with pytest.raises(SystemExit):
