@@ -227,8 +227,8 @@ class Pipeline:
             seeds = [request.variation_seed + k for k in range(request.n)]
             other = SeededNoise(seeds, (3, h, w), self.device)
             start = slerp(start, self.start_noise(other(), seeds), request.variation_strength)
-        x = self._reverse(request, plan.start(start), plan.sigmas, noise, [request.prompt] * request.n,
-                          [request.negative_prompt] * request.n, callback, plan)
+        x = self._reverse(request, plan, plan.start(start), noise, [request.prompt] * request.n,
+                          [request.negative_prompt] * request.n, callback)
         return plan.finish(x)
 
     def marks(self, width: int, height: int) -> bool:
@@ -244,20 +244,19 @@ class Pipeline:
         code = torch.stack([codeword(model_hash, nonce_of(s)) for s in seeds]).to(z.device, z.dtype)
         return mark_noise(z, code)
 
-    def _reverse(self, settings: GenerateRequest, x: torch.Tensor, sigmas: torch.Tensor, noise: SeededNoise,
-                 prompts: list[str], negative_prompts: list[str], callback: Callable[[Step], None] | None = None,
-                 plan: EditPlan | None = None) -> torch.Tensor:
+    def _reverse(self, settings: GenerateRequest, plan: EditPlan, x: torch.Tensor, noise: SeededNoise,
+                 prompts: list[str], negative_prompts: list[str],
+                 callback: Callable[[Step], None] | None = None) -> torch.Tensor:
         """The reverse process that sample() and sample_batch() share: guidance on the model (one
         prompt and negative prompt per image of x), wrapped as the edit `plan` says (for
-        inpainting), run by the settings' sampler over `sigmas`."""
+        inpainting), run by the settings' sampler over the plan's sigmas from x."""
         if self.student:  # guidance is the student's input: one pass (Meng et al. 2023)
             denoiser = GuidanceInput(self.model, settings.guidance)
         else:
             denoiser = CFGDenoiser(self.model, self.model.encode(negative_prompts), settings.guidance)
-        if plan is not None:
-            denoiser = plan.denoiser(denoiser, noise)
+        denoiser = plan.denoiser(denoiser, noise)
         extra = {"eta": settings.eta} if settings.eta is not None and settings.sampler in STOCHASTIC else {}
-        return get_sampler(settings.sampler)(denoiser, x, sigmas, self.model.encode(prompts), noise=noise,
+        return get_sampler(settings.sampler)(denoiser, x, plan.sigmas, self.model.encode(prompts), noise=noise,
                                              callback=callback, **extra)
 
     @torch.no_grad()
@@ -283,7 +282,8 @@ class Pipeline:
         sigmas = get_sigmas(first.schedule, first.steps, SIGMA_MIN, SIGMA_MAX).to(self.device)
         seeds = [s for r in requests for s in r.seeds]
         noise = SeededNoise(seeds, (3, h, w), self.device)
-        return self._reverse(first, EditPlan(sigmas).start(self.start_noise(noise(), seeds)), sigmas, noise,
+        plan = EditPlan(sigmas)  # text-to-image: the whole schedule from pure noise
+        return self._reverse(first, plan, plan.start(self.start_noise(noise(), seeds)), noise,
                              [r.prompt for r in requests for _ in range(r.n)],
                              [r.negative_prompt for r in requests for _ in range(r.n)], callback)
 
