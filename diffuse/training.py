@@ -170,13 +170,11 @@ def resume_config(out: str | Path, data: str | None = None, **given) -> TrainCon
     if "minutes" in given and "steps" not in given and saved.get("minutes") is not None:
         saved = {**saved, "steps": None}  # a time-budgeted run stays time-budgeted
     saved = {**BEFORE_THE_OPTION, **saved}
+    if data is not None and not same_data(data, saved.get("data", data)):
+        given["data"] = data  # another data, given on purpose: check_resume refuses it like any identity change
     kept = {k: saved[k] for k in RUN_RECIPE if k in saved and k not in given}
     if data is None and "data" not in kept:
         raise DiffuseError(f"{out} does not record its training data: give --data")
-    if data is not None and "data" in kept and not same_data(data, kept["data"]):
-        # the run's data is part of what it is (RUN_IDENTITY): say so rather than drop the one given
-        raise DiffuseError(f"cannot resume: the run used data={kept['data']!r}, not {data!r} (leave --data out "
-                           f"to continue on its own)")
     return TrainConfig(**{"data": data, "out": str(out), **kept, **given, "resume": True})
 
 

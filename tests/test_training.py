@@ -173,7 +173,7 @@ def test_resume_keeps_the_runs_own_settings_unless_given(tmp_path, recwarn):
     assert "the resumed run changes weight_decay from 0.01 to 0.0" in said
     assert not any("ema" in m or "p_mean" in m for m in said)
     with pytest.raises(DiffuseError, match=r"cannot resume: the run used data='shapes', not 'digits'"):
-        resume_config(tmp_path / "run", "digits")  # another data is refused, not silently dropped
+        Trainer(resume_config(tmp_path / "run", "digits"))  # another data is refused, not silently dropped
 
 
 def test_cli_resume_takes_the_runs_settings(tmp_path):
