@@ -29,12 +29,11 @@ import time
 from collections import Counter
 
 import torch
-import torch.nn.functional as F
 
 from diffuse.data import load_shapes
 from diffuse.emoji import cached_emoji_folder
 from diffuse.emoji_eval import load_emoji_set, load_pictures, reader_augment
-from diffuse.evaluation import TASKS, Reader, features, load_reader, read
+from diffuse.evaluation import TASKS, Reader, features, fit_reader, load_reader, read
 from diffuse.pipeline import GenerateRequest, Pipeline
 
 SETTINGS = dict(steps=20, sampler="dpmpp_2m", schedule="karras", guidance=2.0)
@@ -110,19 +109,13 @@ def people_reader(eset, seed: int = 0, steps: int = 2500) -> tuple[Reader, dict]
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     reader = Reader({"tone": len(TONES), "gender": len(GENDERS)}, width=16, features=128)
-    opt = torch.optim.AdamW(reader.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     pool = (~held).nonzero().flatten()
-    reader.train()
-    for _ in range(steps):
+
+    def draw():
         idx = pool[torch.randint(len(pool), (64,), generator=g)]
-        out = reader(reader_augment(images[idx], g))
-        loss = sum(F.cross_entropy(out[k], labels[k][idx]) for k in out)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    reader.eval()
+        return reader_augment(images[idx], g), {k: v[idx] for k, v in labels.items()}
+
+    fit_reader(reader, draw, steps, 3e-3)
     with torch.no_grad():
         f = features(reader, images[held]).float()
         acc = {k: (h(f).argmax(1) == labels[k][held]).float().mean().item() for k, h in reader.heads.items()}

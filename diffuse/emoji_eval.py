@@ -62,7 +62,7 @@ from PIL import Image
 from .data import pil_to_tensor
 from .emoji import STYLES, WITH_NAME
 from .errors import DiffuseError
-from .evaluation import (EvalPrompt, Reader, augment, eval_seed, features, frechet_distance, generate_images,
+from .evaluation import (EvalPrompt, Reader, augment, eval_seed, features, fit_reader, frechet_distance, generate_images,
                          open_cached_reader, sampler_settings, save_reader, within_prompt_spread)
 
 READER_VERSION = 1
@@ -201,23 +201,17 @@ def train_emoji_reader(reader: Reader, images: torch.Tensor, labels: dict[str, t
                        steps: int, batch: int, lr: float, g: torch.Generator,
                        progress: Callable[[str], None] | None = None) -> Reader:
     """`steps` batches of `images` (drawn by `weight`, changed by reader_augment) for the
-    reader's concept and style heads, on one learning-rate cycle (Smith and Topin 2019)."""
-    opt = torch.optim.AdamW(reader.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    reader.train()
-    for step in range(steps):
+    reader's concept and style heads, on one learning-rate cycle (evaluation.fit_reader)."""
+    def draw():
         idx = torch.multinomial(weight, batch, replacement=True, generator=g)
-        out = reader(reader_augment(images[idx], g))
+        return reader_augment(images[idx], g), {k: v[idx] for k, v in labels.items()}
+
+    def loss(out, y):
         # Label smoothing: one picture per pair invites overconfident memorising.
-        loss = (F.cross_entropy(out["concept"], labels["concept"][idx], label_smoothing=0.1)
-                + F.cross_entropy(out["style"], labels["style"][idx]))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress and step % 200 == 0:
-            progress(f"emoji reader step {step}/{steps} loss {loss.item():.3f}")
-    return reader.eval()
+        return (F.cross_entropy(out["concept"], y["concept"], label_smoothing=0.1)
+                + F.cross_entropy(out["style"], y["style"]))
+
+    return fit_reader(reader, draw, steps, lr, loss, progress, every=200, name="emoji reader")
 
 
 @torch.no_grad()

@@ -172,28 +172,41 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (1 - w) * x + w * blur + torch.randn(x.shape, generator=g) * torch.rand(b, 1, 1, 1, generator=g) * 0.08
 
 
+def fit_reader(reader: Reader, draw: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]], steps: int,
+               lr: float, loss: Callable[[dict, dict], torch.Tensor] | None = None,
+               progress: Callable[[str], None] | None = None, every: int = 100, name: str = "reader") -> Reader:
+    """`steps` AdamW steps, each on the batch `draw()` returns (images, labels per head), on one
+    learning-rate cycle peaking at `lr` (Smith and Topin 2019). The loss is the sum of every
+    head's cross-entropy unless `loss(out, labels)` is given. Returns the reader in eval mode."""
+    opt = torch.optim.AdamW(reader.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    reader.train()
+    for step in range(steps):
+        images, labels = draw()
+        out = reader(images)
+        value = loss(out, labels) if loss else sum(F.cross_entropy(out[k], labels[k]) for k in out)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        sched.step()
+        if progress and step % every == 0:
+            progress(f"{name} step {step}/{steps} loss {value.item():.3f}")
+    return reader.eval()
+
+
 def train_reader(task: Task, size: int, n: int = 12000, epochs: int = 3, seed: int = 0,
                  progress: Callable[[str], None] | None = None) -> tuple[Reader, dict]:
     torch.manual_seed(seed)
     t0 = time.monotonic()
     images, labels = task.draw(n, size, seed)
-    reader = Reader({k: len(v) for k, v in task.heads.items()})
-    opt = torch.optim.AdamW(reader.parameters(), lr=2e-3, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
-    batch, steps = 128, epochs * (n // 128)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    reader.train()
-    for step in range(steps):
-        idx = torch.randint(n, (batch,), generator=g)
-        out = reader(augment(images[idx], g))
-        loss = sum(F.cross_entropy(out[k], labels[k][idx]) for k in out)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress and step % 100 == 0:
-            progress(f"reader step {step}/{steps} loss {loss.item():.3f}")
-    reader.eval()
+
+    def draw():
+        idx = torch.randint(n, (128,), generator=g)
+        return augment(images[idx], g), {k: v[idx] for k, v in labels.items()}
+
+    reader = fit_reader(Reader({k: len(v) for k, v in task.heads.items()}), draw, epochs * (n // 128), 3e-3,
+                        progress=progress)
     test_images, test_labels = task.draw(2000, size, seed + 1)  # fresh draws it never saw
     pred = read(reader, test_images)
     accuracy = {k: (pred[k] == test_labels[k]).float().mean().item() for k in task.heads}
