@@ -267,6 +267,7 @@ def _add_explain(sub):
     q.add_argument("--seed", type=int, default=0, help=f"first seed, {SEED_RANGE} (default: 0)")
     q.add_argument("--steps", type=int, help="sampler steps (default: 20, or a distilled model's own)")
     q.add_argument("--out", default="outputs/explain-prompt.png", help="PNG to write")
+    _add_device(q)
     _add_credentials(q)
     _add_watermark(q)
     q = esub.add_parser("styles", help="subjects in each style, one row per style",
@@ -279,6 +280,7 @@ def _add_explain(sub):
     q.add_argument("--seed", type=int, default=0, help=f"the seed of every cell, {SEED_RANGE} (default: 0)")
     q.add_argument("--steps", type=int, help="sampler steps (default: 20, or a distilled model's own)")
     q.add_argument("--out", default="outputs/explain-styles.png", help="PNG to write")
+    _add_device(q)
     _add_credentials(q)
     _add_watermark(q)
     q = esub.add_parser("copies", help="generated images beside their nearest training images",
@@ -320,6 +322,7 @@ def _add_inspect(sub):
                         "checkpoint folder an image names, if it is here)")
     p.add_argument("--no-watermark", action="store_true", help="do not read the watermark (loads no model)")
     p.add_argument("--json", action="store_true", help="print one JSON object per line, one line per image")
+    _add_device(p)
 
 
 def _add_eval(sub):
@@ -349,6 +352,7 @@ def _add_eval(sub):
     p.add_argument("--watermark", action="store_true",
                    help="draw with the start-noise watermark, as generate does (by default eval draws unmarked "
                         "images, as every table made before the mark was; the mark leaves the noise N(0, I))")
+    _add_device(p)
 
 
 def _add_copies_options(p):
@@ -363,6 +367,8 @@ def _add_copies_options(p):
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the report (every image's nearest) as JSON")
+    _add_device(p)
+    _add_watermark(p)
 
 
 def _add_copies(sub):

@@ -34,6 +34,14 @@ def test_help_states_the_seed_range(capsys, cmd, limit):
     assert f"0 to {limit}" in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize("cmd", [["generate", "x"], ["eval"], ["copies", "-n", "2"], ["explain", "prompt", "a", "b"],
+                                 ["explain", "styles", "a"], ["explain", "copies", "-n", "2"]])
+def test_every_command_that_runs_a_model_takes_device(tiny_model_dir, tmp_path, capsys, cmd):
+    code, out, err = run(cmd + ["--model", tiny_model_dir, "--device", "cuda"], capsys)
+    assert code == 2 and "--device cuda:" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_train_generate_info(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = run(["train", "--data", "shapes", "--out", out, "--preset", "tiny", "--steps", 3,
