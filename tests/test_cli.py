@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from diffuse.cli import main
@@ -34,7 +35,7 @@ def test_help_states_the_seed_range(capsys, cmd, limit):
     assert f"0 to {limit}" in " ".join(capsys.readouterr().out.split())
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 @pytest.mark.parametrize("cmd", [["generate", "x"], ["eval"], ["copies", "-n", "2"], ["explain", "prompt", "a", "b"],
                                  ["explain", "styles", "a"], ["explain", "copies", "-n", "2"]])
 def test_every_command_that_runs_a_model_takes_device(tiny_model_dir, tmp_path, capsys, cmd):
