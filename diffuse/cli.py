@@ -429,9 +429,11 @@ def _add_distill(sub):
     p.add_argument("--save-every", type=int, default=d("save_every"),
                    help="iterations between saves of a round in progress, from which the same command goes on "
                         "after a stop; 0: only at a round's end (default: %(default)s)")
+    _add_device(p)
 
 
 def cmd_distill(a) -> None:
+    from .devices import resolve_device
     from .distill import DistillConfig, distill, halvings
     try:
         if a.method == "progressive":
@@ -455,7 +457,8 @@ def cmd_distill(a) -> None:
     cfg = DistillConfig(teacher=a.teacher, out=a.out, steps=a.steps, start_steps=a.start_steps,
                         teacher_substeps=a.teacher_substeps, iterations=a.iterations, batch_size=a.batch_size,
                         lr=a.lr, guidance_min=lo, guidance_max=hi, seed=a.seed, method=a.method, levels=a.levels,
-                        ema=a.ema, save_every=a.save_every, segments=a.segments)
+                        ema=a.ema, save_every=a.save_every, segments=a.segments,
+                        device=resolve_device(a.device))
     print(distill(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True)))
 
 

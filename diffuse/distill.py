@@ -191,7 +191,8 @@ def consistency_loss(student: DenoiserFn, target: DenoiserFn, teacher_solve: Cal
         if boundaries is not None:
             # Multistep consistency (Heek et al. 2024): consistent only down to the segment's
             # lower boundary b, reached by a DDIM step; the aim is the x0 whose step from x lands there.
-            b = boundaries[torch.searchsorted(boundaries, lo, right=True) - 1]
+            bounds = boundaries.to(lo)
+            b = bounds[torch.searchsorted(bounds, lo, right=True) - 1]
             aim = student_target(x, ddim_step(x_lo, aim, lo, b), hi, b)
     c = 0.00054 * math.sqrt(y[0].numel())
     return pseudo_huber(student(x, hi, with_guidance(cond, scale)), aim, c).mean()
@@ -241,6 +242,7 @@ class DistillConfig:
     ema: float = 0.95                # consistency: the target network's EMA rate mu
     segments: bool = False           # consistency: multistep (Heek et al. 2024), --steps segments on the cm levels
     save_every: int = 200            # iterations between saves of a round in progress (0: only its end)
+    device: str = "cpu"              # a torch device (devices.resolve_device); the draws stay on the CPU's generator
 
 
 METHODS = ("progressive", "consistency")
@@ -255,7 +257,7 @@ def student_of(teacher) -> "torch.nn.Module":
     student = TextToImageModel.from_config(cfg)
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
     assert not unexpected and all("guidance_emb" in k for k in missing), (missing, unexpected)
-    return student
+    return student.to(next(teacher.parameters()).device)
 
 
 def train_student(student, loss_of: Callable, data, cfg: DistillConfig, g: torch.Generator, label: str,
@@ -282,11 +284,14 @@ def train_student(student, loss_of: Callable, data, cfg: DistillConfig, g: torch
     for it in range(start, cfg.iterations):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * (1 - it / cfg.iterations)  # linear decay to 0 (Salimans & Ho, sec. 5)
+        # Drawn on the CPU's generator wherever the math runs: a run on CUDA trains on the same
+        # batches, levels and noise as on the CPU (the losses move them to the images' device).
         idx = torch.randint(len(data.captions), (cfg.batch_size,), generator=g)
         with torch.no_grad():
             cond = student.encode([data.captions[i] for i in idx.tolist()])
         w = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(cfg.batch_size, generator=g)
-        loss = loss_of(data.images[idx], cond, w)
+        y = data.images[idx.to(data.images.device)]
+        loss = loss_of(y, cond, w.to(y.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -352,16 +357,19 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
     first round not saved), and the last one in OUT."""
     from .checkpoint import load_checkpoint, load_training_state, model_dir, model_name, save_checkpoint
     from .copies import training_set
+    from .devices import use_device
     if cfg.method not in METHODS:
         raise DiffuseError(f"unknown distillation method {cfg.method!r}: choose one of {', '.join(METHODS)}")
     if cfg.segments and cfg.method != "consistency":
         raise DiffuseError("--segments makes a multistep consistency model: it needs --method consistency")
     teacher_dir = model_dir(cfg.teacher)
-    teacher, teacher_cfg = load_checkpoint(teacher_dir)
+    use_device(cfg.device)
+    teacher, teacher_cfg = load_checkpoint(teacher_dir, cfg.device)
     if teacher_cfg.get("distilled"):
         raise DiffuseError(f"{cfg.teacher!r} is a distilled student already: distil its teacher")
     teacher = frozen_copy(teacher)
     data = training_set(teacher_cfg)
+    data = dataclasses.replace(data, images=data.images.to(cfg.device))
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     with torch.no_grad():
@@ -369,9 +377,10 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
     uncond_of = lambda b: empty.repeat(b)  # noqa: E731
     record = {"teacher": model_name(teacher_dir), "teacher_sha256": teacher_cfg["weights_sha256"],
               "guidance_range": [cfg.guidance_min, cfg.guidance_max], "settings": dataclasses.asdict(cfg)}
-    # What a round in progress must go on with: all but where it is written and how often saved.
+    # What a round in progress must go on with: all but where it is written, how often saved and
+    # where the math runs (a round stopped on a GPU may go on on the CPU, as `diffuse train` may).
     run = {"teacher_sha256": teacher_cfg["weights_sha256"],
-           **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("teacher", "out", "save_every")}}
+           **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("teacher", "out", "save_every", "device")}}
 
     def save(folder, student, losses, seconds, **what):
         """A finished round, with the random streams where it left them (a run that keeps this
@@ -388,7 +397,7 @@ def distill(cfg: DistillConfig, progress: Callable[[str], None] = print) -> Path
             set_rng(load_training_state(folder)[0], g)
         except CheckpointError:  # saved before rounds kept their random state: draws differ from then on
             progress(f"{folder.name}: no random state saved with it; the next round draws afresh")
-        return load_checkpoint(folder)[0]
+        return load_checkpoint(folder, cfg.device)[0]
 
     if cfg.method == "consistency":
         last = Path(cfg.out) / "rounds" / "consistency"

@@ -43,6 +43,13 @@ def test_every_command_that_runs_a_model_takes_device(tiny_model_dir, tmp_path, 
     assert code == 2 and "--device cuda:" in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_distill_takes_device(tiny_model_dir, tmp_path, capsys):
+    code, out, err = run(["distill", "--teacher", tiny_model_dir, "--out", tmp_path / "s", "--device", "cuda"], capsys)
+    assert code == 2 and "--device cuda:" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s").exists()
+
+
 def test_train_generate_info(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = run(["train", "--data", "shapes", "--out", out, "--preset", "tiny", "--steps", 3,
