@@ -92,6 +92,11 @@ def _add_train(sub):
                    help=f"share of captions replaced by the empty one, which guidance needs (default: {d('caption_dropout')})")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out exactly where it stopped, with its own settings unless given")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start a new run from a model's weights, network and vocabulary (emoji, shapes or a "
+                        "checkpoint directory): fine-tune it, or train it on after its run's state is gone; its "
+                        "--preset and --size unless given; EMA, optimizer, steps and learning-rate schedule start "
+                        "afresh, so give a --lr fit for where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_credentials(p)  # the preview grids
     p.epilog = ("Ctrl-C stops at the end of the current step and saves (a second Ctrl-C stops at once). "
@@ -559,12 +564,15 @@ TRAIN_FLAGS = {"preset": "preset", "size": "image_size", "steps": "steps", "minu
                "batch_size": "batch_size", "grad_accum": "grad_accum", "lr": "lr", "weight_decay": "weight_decay",
                "lr_schedule": "lr_schedule", "lr_ref_steps": "lr_ref_steps", "seed": "seed", "data_size": "data_size",
                "ema_halflife_kimg": "ema_halflife_kimg", "p_mean": "p_mean", "p_std": "p_std",
-               "high_sigma_share": "high_sigma_share", "clip_grad": "clip_grad", "caption_dropout": "caption_dropout"}
+               "high_sigma_share": "high_sigma_share", "clip_grad": "clip_grad", "caption_dropout": "caption_dropout",
+               "init": "init"}
 
 
 def cmd_train(a) -> None:
-    from .training import TrainConfig, resume_config, train
+    from .training import TrainConfig, init_settings, resume_config, train
     given = {field: getattr(a, flag) for flag, field in TRAIN_FLAGS.items()}
+    if a.init and not a.resume:
+        given.update({k: v for k, v in init_settings(a.init).items() if given.get(k) is None})
     given["holdout"] = None if a.all_pairs is None else not a.all_pairs
     machine = dict(precision=a.precision, device=a.device, compile=a.compile, preview_every=a.preview_every,
                    checkpoint_every=a.checkpoint_every, progress=not a.quiet)

@@ -31,8 +31,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import (CONFIG_FILE, STATE_JSON, load_checkpoint, load_optimizer, load_training_state,
-                         optimizer_tensors, read_config, remove_stale_temporaries, roll_forward, save_checkpoint)
+from .checkpoint import (CONFIG_FILE, STATE_JSON, load_checkpoint, load_optimizer, load_training_state, model_dir,
+                         model_name, optimizer_tensors, read_config, remove_stale_temporaries, roll_forward,
+                         save_checkpoint)
 from .data import TensorDataset, load_dataset
 from .denoiser import EDMLoss
 from .devices import DEVICES, resolve_device, use_device
@@ -97,6 +98,7 @@ class TrainConfig:
     checkpoint_every: int = 1000       # steps between checkpoints (0: only at the end)
     log_every: int = 10
     resume: bool = False
+    init: str | None = None            # start from this model's weights (a bundled name or a checkpoint directory)
     progress: bool = True
 
     def __post_init__(self):
@@ -135,7 +137,7 @@ class TrainConfig:
 
 # Fields that define what is trained; resuming with others would not continue the same run.
 # The number of processes is not one of them: only the global batch it helps make matters.
-RUN_IDENTITY = ("data", "preset", "image_size", "seed", "data_size", "holdout")
+RUN_IDENTITY = ("data", "preset", "image_size", "seed", "data_size", "holdout", "init")
 
 
 # Settings a resumed run keeps from its start unless given again on purpose (resume_config). The
@@ -176,6 +178,14 @@ def resume_config(out: str | Path, data: str | None = None, **given) -> TrainCon
     if data is None and "data" not in kept:
         raise DiffuseError(f"{out} does not record its training data: give --data")
     return TrainConfig(**{"data": data, "out": str(out), **kept, **given, "resume": True})
+
+
+def init_settings(name: str) -> dict:
+    """The settings a model given to --init fixes unless given: its preset (when its config names
+    one) and image size."""
+    saved = read_config(model_dir(name))
+    found = {"preset": saved.get("training", {}).get("preset"), "image_size": saved["unet"]["image_size"]}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def changed_settings(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
@@ -427,12 +437,17 @@ class Trainer:
                 self._check_global_batch(state.get("global_batch", state["train"].get("batch_size")))
         self.data: TensorDataset = load_dataset(cfg.data, cfg.image_size, seed=cfg.seed, shapes=cfg.data_size,
                                                   holdout=cfg.holdout)
+        self.init_summary: dict | None = None
         if state is None:
             torch.manual_seed(cfg.seed)
-            self.model = TextToImageModel.create(preset(cfg.preset, cfg.image_size), self.data.captions)
+            if cfg.init:
+                self.model = self._init_model(cfg.init)
+            else:
+                self.model = TextToImageModel.create(preset(cfg.preset, cfg.image_size), self.data.captions)
             self.ema = copy.deepcopy(self.model).requires_grad_(False)
         else:
             self.ema, _ = load_checkpoint(self.out)
+            self.init_summary = saved.get("training", {}).get("init")
             self.model = TextToImageModel.from_config(saved)
             self.model.load_state_dict(trained_weights(state_tensors))
         # channels_last measured ~20% faster for training convolutions on this CPU (oneDNN); on
@@ -462,6 +477,26 @@ class Trainer:
         if world.size > 1:
             self.forward = nn.parallel.DistributedDataParallel(
                 self.forward, device_ids=[self.device] if self.device.startswith("cuda") else None)
+
+    def _init_model(self, name: str) -> TextToImageModel:
+        """A model to fine-tune or train on from (--init): its weights, network and vocabulary, which
+        must be the --preset at the --size this run names; EMA, optimizer, step count and learning-
+        rate schedule start afresh (warm-up included), as a diffusers fine-tuning run starts from
+        a pretrained model. Caption words outside its vocabulary read as <unk>: named once here."""
+        d = model_dir(name)
+        model, saved = load_checkpoint(d)
+        want = preset(self.cfg.preset, self.cfg.image_size)
+        if model.unet_cfg != want:
+            got = saved.get("training", {}).get("preset", "another network")
+            raise DiffuseError(f"--init {name}: its network ({got}, {model.image_size}x{model.image_size}) is not "
+                               f"the {self.cfg.preset} preset at {self.cfg.image_size}: give the --preset and --size it has")
+        unknown = sorted({w for c in set(self.data.captions) for w in model.tokenizer.unknown_words(c)})
+        if unknown and self.world.is_main:
+            warnings.warn(f"{len(unknown)} caption words are not in the vocabulary of {name} and read as unknown "
+                          f"(e.g. {', '.join(unknown[:5])})", stacklevel=3)
+        self.init_summary = {"model": model_name(d), "weights_sha256": saved["weights_sha256"],
+                             "steps": saved.get("training", {}).get("steps")}
+        return model.train().requires_grad_(True)
 
     def _finish_killed_saves(self) -> None:
         """Roll forward the saves a kill interrupted past their commit point, so that a checkpoint
@@ -525,7 +560,8 @@ class Trainer:
             "global_batch": self.global_batch, "device": self.device, "lr": self.cfg.lr, "preset": self.cfg.preset,
             "ema_halflife_kimg": self.cfg.ema_halflife_kimg, "caption_dropout": self.cfg.caption_dropout,
             "lr_schedule": self.cfg.lr_schedule, "p_mean": self.cfg.p_mean, "p_std": self.cfg.p_std,
-            "high_sigma_share": self.cfg.high_sigma_share, "clip_grad": self.cfg.clip_grad}}
+            "high_sigma_share": self.cfg.high_sigma_share, "clip_grad": self.cfg.clip_grad,
+            **({"init": self.init_summary} if self.init_summary else {})}}
 
     # -------------------------------------------------------------- previews
     def preview(self) -> None:

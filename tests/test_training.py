@@ -382,3 +382,43 @@ def test_a_resumed_run_keeps_the_precision_it_ran_in(tmp_path, ran_in):
     forced = resume_config(run, "shapes", progress=False, preview_every=0, checkpoint_every=0, steps=2,
                            precision="fp32")
     assert Trainer(forced).amp is None  # given on purpose: changed
+
+
+def test_init_starts_a_new_run_from_a_models_weights_with_fresh_state(tmp_path, tiny_model_dir):
+    """--init: the network, vocabulary and weights of a trained model (model and EMA alike); the
+    step count, optimizer and schedule start afresh; config.json names where it started, and a
+    resume keeps it while another --init is refused."""
+    from diffuse.checkpoint import load_checkpoint, read_config
+    start, _ = load_checkpoint(tiny_model_dir)
+    trainer = Trainer(tiny_config(tmp_path / "ft", steps=3, init=str(tiny_model_dir)))
+    for net in (trainer.model, trainer.ema):
+        got = net.state_dict()
+        assert all(torch.equal(got[k].cpu(), v) for k, v in start.state_dict().items())
+    assert trainer.model.tokenizer.vocab == start.tokenizer.vocab and trainer.model.training
+    assert trainer.step == 0 and not trainer.opt.state
+    trainer.run()
+    init = read_config(tmp_path / "ft")["training"]["init"]
+    assert init == {"model": "run", "weights_sha256": read_config(tiny_model_dir)["weights_sha256"], "steps": 40}
+    Trainer(tiny_config(tmp_path / "ft", steps=5, init=str(tiny_model_dir), resume=True)).run()
+    assert read_config(tmp_path / "ft")["training"]["init"] == init
+    with pytest.raises(DiffuseError, match="cannot resume: the run used init="):
+        Trainer(tiny_config(tmp_path / "ft", steps=6, resume=True))
+
+
+def test_init_refuses_another_network_and_names_unknown_caption_words(tmp_path, tiny_model_dir):
+    with pytest.raises(DiffuseError, match="is not the small preset at 32: give the --preset and --size it has"):
+        Trainer(tiny_config(tmp_path / "a", init=str(tiny_model_dir), preset="small"))
+    with pytest.warns(UserWarning, match=r"caption words are not in the vocabulary of .* and read as unknown"):
+        Trainer(tiny_config(tmp_path / "b", data="digits", init=str(tiny_model_dir)))
+
+
+def test_cli_init_takes_the_models_preset_and_a_missing_model_is_one_line(tmp_path, tiny_model_dir, capsys):
+    from diffuse.cli import main
+    base = ["train", "--data", "shapes", "--data-size", "64", "--batch-size", "4", "--steps", "2",
+            "--preview-every", "0", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "ft"), "--init", str(tiny_model_dir)]) == 0  # no --preset tiny
+    assert json.loads((tmp_path / "ft" / "training_state.json").read_text())["train"]["preset"] == "tiny"
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "x"), "--init", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
