@@ -880,6 +880,8 @@ def cmd_info(a) -> None:
     else:
         print(f"training   {tr.get('steps')} steps, {tr.get('images_seen')} images, {tr.get('elapsed_s')} s, "
               f"batch {batch_description(tr)}, lr {tr.get('lr')}, preset {tr.get('preset')}")
+        if i := tr.get("init"):
+            print(f"init       from {i['model']} (sha256 {i['weights_sha256'][:12]}, {i['steps']} steps)")
     print(f"resumable  {'yes' if resumable else 'no (no training state)'}")
 
 
