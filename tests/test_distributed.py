@@ -82,7 +82,10 @@ def test_two_process_checkpoint_resumes_in_one_process(two_process_run, tmp_path
     shutil.copytree(two_process_run, resumed)
     Trainer(tiny_config(resumed, grad_accum=2, resume=True, **{**TRAIN, "steps": 14})).run()
     Trainer(tiny_config(straight, grad_accum=2, **{**TRAIN, "steps": 14})).run()
-    assert_same_tensors(resumed, straight)
+    # The two processes' gradients are summed in another order than one process accumulates them:
+    # within 1e-6 at step 10 (the test above), that rounding grew to 2.2e-6 after 4 more AdamW
+    # steps on a CPU without AVX-512. A resume that lost any state would differ by a whole step.
+    assert_same_tensors(resumed, straight, atol=1e-5)
 
 
 def test_resume_with_another_global_batch_warns(two_process_run, tmp_path):
