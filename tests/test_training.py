@@ -421,7 +421,6 @@ def test_cli_init_takes_the_models_preset_and_a_missing_model_is_one_line(tmp_pa
     capsys.readouterr()
     assert main(["info", str(tmp_path / "ft")]) == 0
     assert "init       from run (sha256 " in capsys.readouterr().out
-    capsys.readouterr()
     assert main(base + ["--out", str(tmp_path / "x"), "--init", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
