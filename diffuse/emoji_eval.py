@@ -24,6 +24,11 @@ reader trains on after it, and in an evaluation it reads a new picture of a pair
 picture it has seen, an easier task than a pair it never saw. (A separate check copy trained
 from scratch would have cost a second training for the same question.)
 
+diffuse ships the reader of the 32-px build (diffuse/readers/emoji-32, SHIPPED_READERS), so that
+every machine judges that build's models with the same reader; a build it was not trained on (another
+list of concepts or files, as other package versions may give; another size) trains its own on
+first use and caches it.
+
 The prompts (`emoji_prompts`): PER_STYLE seen and PER_STYLE held-out (concept, style) pairs of
 each style, ranked by a hash of the pair, each as the builder's first name template, "{name},
 {style} style" ("taxi, openmoji style"): words the model was trained on, the same template for
@@ -65,14 +70,17 @@ from .errors import DiffuseError
 from .evaluation import (EvalPrompt, Reader, augment, eval_seed, features, fit_reader, frechet_distance, generate_images,
                          open_cached_reader, sampler_settings, save_reader, within_prompt_spread)
 
-READER_VERSION = 1
+READER_VERSION = 2
+# The readers shipped with diffuse, trained by benchmarks/emoji_reader.py on the build of the
+# package versions their reader.json names; another build (another concept list) trains its own.
+SHIPPED_READERS = Path(__file__).parent / "readers"
 PER_STYLE = 32               # eval prompts per style and group: 3 x 2 x 32 = 192 prompts, 384 images at 2 each
 TEMPLATE = WITH_NAME[0]      # "{name}, {style} style"
 TOP_K = 5
 # The reader's training: `steps` batches without the held-out pairs, then `all_steps` on every
-# picture; 7 minutes on one thread of a shared 2-core machine. Width and length were chosen by the
-# accuracy they give (benchmarks/RESULTS.md, "The emoji evaluator").
-READER = dict(width=16, features=256, steps=3000, batch=64, lr=3e-3, all_steps=800, all_lr=1e-3, seed=0)
+# picture; 17 minutes on the 2-core CPU without AVX-512. Width and length were chosen by the
+# accuracy they give (benchmarks/RESULTS.md, "The emoji evaluator" and "A shipped emoji reader").
+READER = dict(width=32, features=256, steps=6000, batch=64, lr=3e-3, all_steps=800, all_lr=1e-3, seed=0)
 
 
 # ----------------------------------------------------------------------------- the pictures
@@ -267,7 +275,8 @@ def build_emoji_reader(eset: EmojiSet, size: int, progress: Callable[[str], None
         progress("training the emoji reader on every picture")
     train_emoji_reader(reader, images, labels, pair_weights(pair, favour=held), cfg["all_steps"], cfg["batch"],
                        cfg["all_lr"], g, progress)
-    info = {"task": "emoji", "size": size, "version": READER_VERSION, "concepts": len(eset.concepts),
+    info = {"task": "emoji", "size": size, "version": READER_VERSION, "fingerprint": eset.fingerprint,
+            "concepts": len(eset.concepts),
             "pictures": len(eset.rows), **cfg, "accuracy": accuracy,
             "accuracy_on": (f"{len(check)} real pictures of the held-out (concept, style) pairs, read before the "
                             f"reader trained on them"),
@@ -276,11 +285,21 @@ def build_emoji_reader(eset: EmojiSet, size: int, progress: Callable[[str], None
 
 
 def load_emoji_reader(eset: EmojiSet, size: int, progress: Callable[[str], None] | None = None) -> tuple[Reader, dict]:
-    """The cached reader of this emoji build, trained and cached on first use (minutes)."""
+    """The reader of this emoji build: the one shipped with diffuse where it was trained on this
+    very build (the same concepts and files: its fingerprint), so that every machine judges with
+    the same reader (one trained on first use differs with the CPU's rounding, by up to 5 points of
+    a model's scores: benchmarks/RESULTS.md); else the cached one, trained and cached on first
+    use (minutes)."""
     from .cache import cache_dir
+
+    def make(info):
+        return Reader({"concept": len(eset.concepts), "style": len(STYLES)}, width=info["width"],
+                      features=info["features"])
+    shipped = open_cached_reader(SHIPPED_READERS / f"emoji-{size}", make)
+    if shipped and shipped[1].get("fingerprint") == eset.fingerprint and shipped[1]["version"] == READER_VERSION:
+        return shipped
     folder = cache_dir() / "readers" / f"emoji-{size}-v{READER_VERSION}-{eset.fingerprint}"
-    cached = open_cached_reader(folder, lambda info: Reader({"concept": len(eset.concepts), "style": len(STYLES)},
-                                                            width=info["width"], features=info["features"]))
+    cached = open_cached_reader(folder, make)
     if cached:
         return cached
     if progress:

@@ -1,5 +1,6 @@
 """The model the project ships loads, generates and stays within its size budget."""
 
+import torch
 from PIL import Image
 
 from diffuse.checkpoint import BUNDLED_MODEL, read_config
@@ -76,3 +77,23 @@ def test_bundled_fast_model_is_shapes_distilled_and_draws_in_its_own_steps(tmp_p
     assert main(["generate", "a blue star", "--model", "shapes-fast", "--steps", "1", "--seed", "2",
                  "--out", str(tmp_path / "one.png")]) == 2  # it samples only in its own 4 steps
     assert not (tmp_path / "one.png").exists()
+
+
+def test_the_shipped_emoji_reader_is_of_the_bundled_models_build_loads_and_credits_its_sources():
+    """The evaluator's reader shipped for the 32-px emoji build (emoji_eval.load_emoji_reader uses
+    it where a build's fingerprint is its own): the bundled model's build, this reader version."""
+    from diffuse.checkpoint import BUNDLED_MODELS
+    from diffuse.emoji import STYLES
+    from diffuse.emoji_eval import READER_VERSION, SHIPPED_READERS
+    from diffuse.evaluation import Reader, open_cached_reader
+    d = SHIPPED_READERS / "emoji-32"
+    built = read_config(BUNDLED_MODELS["emoji"])["data"]["emoji"]
+    reader, info = open_cached_reader(d, lambda i: Reader({"concept": i["concepts"], "style": len(STYLES)},
+                                                           width=i["width"], features=i["features"]))
+    assert info["version"] == READER_VERSION and len(info["fingerprint"]) == 10
+    assert info["build"]["sources"] == built["sources"] and info["concepts"] == built["concepts"]
+    assert 0.3 < info["accuracy"]["concept_top5"] < 1 and info["accuracy"]["style"] > 0.8  # stated, not a ceiling
+    assert sum(f.stat().st_size for f in d.iterdir()) <= 10 * 2 ** 20
+    credits = (d / "LICENSES.md").read_text()
+    assert "CC BY 4.0" in credits and "CC BY-SA 4.0" in credits and "Open Font License" in credits
+    assert reader(torch.zeros(2, 3, 32, 32))["concept"].shape == (2, built["concepts"])

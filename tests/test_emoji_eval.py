@@ -11,7 +11,7 @@ import torch
 
 from diffuse import emoji, emoji_eval
 from diffuse.errors import DiffuseError
-from diffuse.evaluation import features, format_table, model_task
+from diffuse.evaluation import features, format_table, model_task, save_reader
 from conftest import installed_styles
 
 # Concepts of many kinds, one with skin tones (six pictures per style, one pair).
@@ -76,6 +76,31 @@ def test_the_reader_states_its_accuracy_on_pairs_it_never_saw(eset, reader):
     # with 25 concepts, a small reader tells a style by the concepts it saw drawn in it.)
     assert acc["concept_top5"] >= acc["concept_top1"] > 5 * chance
     assert 0 <= acc["style"] <= 1
+
+
+def test_a_shipped_reader_is_used_for_the_build_it_was_trained_on_and_no_other(eset, reader, tmp_path, monkeypatch):
+    model, info = reader
+    assert info["fingerprint"] == eset.fingerprint and info["version"] == emoji_eval.READER_VERSION
+    monkeypatch.setenv("DIFFUSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(emoji_eval, "SHIPPED_READERS", tmp_path / "shipped")
+    trained = []
+
+    def build(e, size, progress=None):
+        trained.append(e.fingerprint)
+        return model, {**info, "fingerprint": e.fingerprint}
+    monkeypatch.setattr(emoji_eval, "build_emoji_reader", build)
+    save_reader(tmp_path / "shipped" / "emoji-32", model, info)
+    got, got_info = emoji_eval.load_emoji_reader(eset, 32)
+    assert trained == [] and got_info == json.loads(json.dumps(info))
+    assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), model.state_dict().values()))
+    assert not (tmp_path / "cache").exists()  # nothing trained, nothing cached
+    # Another build's reader (another fingerprint), or one of an older reader version: not used;
+    # this build's own is trained and cached, once.
+    for other in ({**info, "fingerprint": "0123456789"}, {**info, "version": emoji_eval.READER_VERSION - 1}):
+        save_reader(tmp_path / "shipped" / "emoji-32", model, other)
+        emoji_eval.load_emoji_reader(eset, 32)
+    assert trained == [eset.fingerprint]
+    assert emoji_eval.load_emoji_reader(eset, 64) and trained == [eset.fingerprint] * 2  # no shipped 64-px reader
 
 
 def test_the_reader_reads_real_pictures_at_least_at_its_stated_accuracy_and_noise_near_chance(eset, reader, prompts):
