@@ -333,7 +333,8 @@ def _add_inspect(sub):
 def _add_eval(sub):
     p = sub.add_parser("eval", help="measure prompt adherence of a shapes, digits or emoji model",
                        description="Generate images for a fixed prompt set of the model's data and read them with a "
-                                   "small classifier trained on real images (cached after the first use). Shapes or "
+                                   "small classifier trained on real images (the emoji one of the 32-px build ships with "
+                                   "diffuse; the others are trained on first use and cached). Shapes or "
                                    "digits: match rates per attribute and for all at once, seen and held-out (shape, "
                                    "colour) pairs apart, a Frechet distance in the classifier's features against real "
                                    "draws with its floor, diversity, and what the attribute matched least was read as "
