@@ -11,7 +11,7 @@ import torch
 
 from diffuse import emoji, emoji_eval
 from diffuse.errors import DiffuseError
-from diffuse.evaluation import features, format_table, model_task, save_reader
+from diffuse.evaluation import Reader, features, format_table, model_task, save_reader
 from conftest import installed_styles
 
 # Concepts of many kinds, one with skin tones (six pictures per style, one pair).
@@ -94,10 +94,13 @@ def test_a_shipped_reader_is_used_for_the_build_it_was_trained_on_and_no_other(e
     assert trained == [] and got_info == json.loads(json.dumps(info))
     assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), model.state_dict().values()))
     assert not (tmp_path / "cache").exists()  # nothing trained, nothing cached
-    # Another build's reader (another fingerprint), or one of an older reader version: not used;
-    # this build's own is trained and cached, once.
-    for other in ({**info, "fingerprint": "0123456789"}, {**info, "version": emoji_eval.READER_VERSION - 1}):
-        save_reader(tmp_path / "shipped" / "emoji-32", model, other)
+    # Another build's reader (another fingerprint and one concept more), or one of an older reader
+    # version: not used; this build's own is trained and cached, once.
+    other_build = Reader({"concept": len(eset.concepts) + 1, "style": len(emoji.STYLES)}, width=info["width"],
+                         features=info["features"])
+    for other, other_info in ((other_build, {**info, "fingerprint": "0123456789", "concepts": len(eset.concepts) + 1}),
+                              (model, {**info, "version": emoji_eval.READER_VERSION - 1})):
+        save_reader(tmp_path / "shipped" / "emoji-32", other, other_info)
         emoji_eval.load_emoji_reader(eset, 32)
     assert trained == [eset.fingerprint]
     assert emoji_eval.load_emoji_reader(eset, 64) and trained == [eset.fingerprint] * 2  # no shipped 64-px reader
