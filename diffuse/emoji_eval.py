@@ -284,16 +284,6 @@ def build_emoji_reader(eset: EmojiSet, size: int, progress: Callable[[str], None
     return reader, info
 
 
-def shipped_reader_fits(folder: Path, eset: EmojiSet) -> bool:
-    """Whether the reader in `folder` was trained on this very build by this version of the
-    reader, read off its reader.json before its weights (another build's have another shape)."""
-    try:
-        info = json.loads((folder / "reader.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return info.get("fingerprint") == eset.fingerprint and info.get("version") == READER_VERSION
-
-
 def load_emoji_reader(eset: EmojiSet, size: int, progress: Callable[[str], None] | None = None) -> tuple[Reader, dict]:
     """The reader of this emoji build: the one shipped with diffuse where it was trained on this
     very build (the same concepts and files: its fingerprint), so that every machine judges with
@@ -305,9 +295,11 @@ def load_emoji_reader(eset: EmojiSet, size: int, progress: Callable[[str], None]
     def make(info):
         return Reader({"concept": len(eset.concepts), "style": len(STYLES)}, width=info["width"],
                       features=info["features"])
-    shipped = SHIPPED_READERS / f"emoji-{size}"
-    if shipped_reader_fits(shipped, eset):
-        return open_cached_reader(shipped, make)
+    # Its reader.json is checked before its weights are read: another build's have another shape.
+    shipped = open_cached_reader(SHIPPED_READERS / f"emoji-{size}", make, lambda info: (
+        info.get("fingerprint") == eset.fingerprint and info.get("version") == READER_VERSION))
+    if shipped:
+        return shipped
     folder = cache_dir() / "readers" / f"emoji-{size}-v{READER_VERSION}-{eset.fingerprint}"
     cached = open_cached_reader(folder, make)
     if cached:

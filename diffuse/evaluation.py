@@ -245,13 +245,17 @@ def load_reader(task_name: str, size: int, progress: Callable[[str], None] | Non
     return reader, info
 
 
-def open_cached_reader(folder: Path, make: Callable[[dict], Reader]) -> tuple[Reader, dict] | None:
-    """The reader cached in `folder` (`make` builds its empty network from its info), or None."""
+def open_cached_reader(folder: Path, make: Callable[[dict], Reader],
+                       accept: Callable[[dict], bool] | None = None) -> tuple[Reader, dict] | None:
+    """The reader cached in `folder` (`make` builds its empty network from its info), or None;
+    None too where `accept(info)` is false, checked before the weights are read."""
     from safetensors.torch import load_file
     weights, meta = folder / "reader.safetensors", folder / "reader.json"
     if not (weights.exists() and meta.exists()):
         return None
     info = json.loads(meta.read_text())
+    if accept is not None and not accept(info):
+        return None
     reader = make(info)
     reader.load_state_dict(load_file(str(weights)))
     return reader.eval(), info
