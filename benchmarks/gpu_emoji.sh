@@ -3,9 +3,10 @@
 # then a longer run of the winner as the next bundled candidate. Two device calls fit a 15-minute
 # lease (the machine stays warm between them):
 #
-#   # here, once: the emoji folder and its reader into the cache, then packed for the GPU machine
-#   .venv/bin/diffuse eval --model emoji            # builds ~/.cache/diffuse/emoji-32 and readers/emoji-32-*
-#   tar czf .gpu/cache.tgz -C ~/.cache/diffuse emoji-32 readers      # .gpu/ is in .git/info/exclude
+#   # here, once: the emoji folder into the cache, then packed for the GPU machine (the reader is
+#   # shipped, diffuse/readers/emoji-32, and travels with the tree: it is used on this very folder)
+#   .venv/bin/diffuse eval --model emoji            # builds ~/.cache/diffuse/emoji-32 on first use
+#   tar czf .gpu/cache.tgz -C ~/.cache/diffuse emoji-32      # .gpu/ is in .git/info/exclude
 #   # device call 1 (about 7 minutes), carry .gpu/cache.tgz:
 #   PHASE=arms ARM_MINUTES=1.5 OUT=$OUT bash benchmarks/gpu_emoji.sh
 #   # device call 2 (about 6 minutes), carry .gpu/cache.tgz, PRESET from call 1's table:
@@ -13,7 +14,8 @@
 #
 # Every run: 32 px, batch 256, fp32 (TF32), --clip-grad 1 --high-sigma-share 0.1
 # --ema-halflife-kimg 20, the rsqrt schedule (the default), from scratch; the recipe of the
-# bundled emoji model. Arms: the presets small, medium and large for ARM_MINUTES each, one after
+# first bundled emoji model (medium, 6 minutes of one H200).
+# Arms: the presets small, medium and large for ARM_MINUTES each, one after
 # another (alone on the GPU), each read by `diffuse eval` at its defaults (192 prompts, 384 images).
 # The final run's model comes back split in 15 MB parts (the device returns files of at most 16 MB):
 #   cat model.part.* > model.safetensors
