@@ -354,6 +354,10 @@ def _add_eval(sub):
                    help=f"(default: {_sampler_defaults()[0]}, or a distilled model's own)")
     p.add_argument("--guidance", type=float, default=_request_default("guidance"),
                    help="classifier-free guidance scale (default: %(default)s)")
+    p.add_argument("--read-size", type=int, choices=[32, 64],
+                   help="emoji models: read the images at this size, resized (antialiased) as the emoji folder's "
+                        "are, so that models of both sizes have one judge, the shipped 32-px reader (default: "
+                        "the model's size)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH ('-' for stdout only)")
     p.add_argument("--watermark", action="store_true",
                    help="draw with the start-noise watermark, as generate does (by default eval draws unmarked "
@@ -928,7 +932,7 @@ def cmd_eval(a) -> None:
     pipe = load_pipeline(a)
     pipe.watermark = a.watermark
     result = evaluate(pipe, per_prompt=a.per_prompt, seed=a.seed, progress=lambda m: print(m, file=sys.stderr),
-                      **sampling_settings(a, pipe.defaults), guidance=a.guidance)
+                      read_size=a.read_size, **sampling_settings(a, pipe.defaults), guidance=a.guidance)
     if a.json == "-":
         print(json.dumps(result, indent=2))
         return

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data import pil_to_tensor
+from .data import pil_to_tensor, tensor_to_pil
 from .emoji import STYLES, WITH_NAME
 from .errors import DiffuseError
 from .evaluation import (EvalPrompt, Reader, augment, eval_seed, features, fit_reader, frechet_distance, generate_images,
@@ -392,12 +392,14 @@ def score_emoji(reader: Reader, eset: EmojiSet, generated: torch.Tensor, prompts
 
 
 def evaluate_emoji(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[[str], None] | None = None,
-                   batch_prompts: int = 32, **request_kw) -> dict:
+                   batch_prompts: int = 32, read_size: int | None = None, **request_kw) -> dict:
     """evaluation.evaluate for an emoji model: its prompts, generated and scored against the
-    cached emoji folder of its size, in the styles it was trained on."""
+    cached emoji folder of its size, in the styles it was trained on. With `read_size`, against
+    the folder of that size instead, the images resized to it (`resize_as_built`): so that models
+    of two sizes have one judge, the shipped 32-px reader."""
     from .emoji import cached_emoji_folder
     built = pipe.config["data"]["emoji"]
-    size = pipe.model.image_size
+    size = read_size or pipe.model.image_size
     styles = tuple(s for s in STYLES if s in built.get("styles", STYLES))
     eset = load_emoji_set(cached_emoji_folder(size, progress=progress is not None))
     prompts = emoji_prompts(eset, styles, PER_STYLE)
@@ -409,11 +411,20 @@ def evaluate_emoji(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[
     reader, info = load_emoji_reader(eset, size, progress)
     generated, sample_s = generate_images(pipe, [p.prompt for p in prompts], per_prompt, seed, progress,
                                           batch_prompts, request_kw)
-    result = score_emoji(reader, eset, generated, prompts, per_prompt, seed)
+    result = score_emoji(reader, eset, resize_as_built(generated, size), prompts, per_prompt, seed)
     result.update(model=pipe.name, model_hash=pipe.model_hash[:12], seed=seed, sample_s=sample_s,
+                  model_size=pipe.model.image_size, read_size=size,
                   reader_accuracy=info["accuracy"], reader_accuracy_on=info["accuracy_on"],
                   settings=sampler_settings(request_kw))
     return result
+
+
+def resize_as_built(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Saved images (in [-1, 1], 8-bit levels) at `size` px, resized as the builder resizes its
+    sources (Pillow's Lanczos: emoji.py) and saved as 8-bit PNGs."""
+    if images.shape[-1] == size:
+        return images
+    return torch.stack([pil_to_tensor(tensor_to_pil(x).resize((size, size), Image.LANCZOS)) for x in images])
 
 
 def format_emoji_table(result: dict) -> str:
@@ -421,7 +432,9 @@ def format_emoji_table(result: dict) -> str:
     cols = ("concept_top1", f"concept_top{TOP_K}", "style")
     heads = ("concept top-1", f"concept top-{TOP_K}", "style")
     lines = [f"{result.get('model', '')} (emoji): {result['images']} images, {result['prompts']} prompts x "
-             f"{result['per_prompt']}, settings {result.get('settings', {})}",
+             f"{result['per_prompt']}, settings {result.get('settings', {})}"
+             + (f", read at {result['read_size']} px (its {result['model_size']}-px images resized)"
+                if result.get("read_size", result.get("model_size")) != result.get("model_size") else ""),
              " " * 18 + "".join(f"{h:>15}" for h in heads)]
     for group, rates in result["adherence"].items():
         lines.append(f"{group:<18}" + "".join(f"{100 * rates[c]:>14.1f}%" for c in cols))

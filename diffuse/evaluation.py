@@ -375,13 +375,16 @@ def eval_seed(seed: int, prompt: int, image: int = 0) -> int:
 
 
 def evaluate(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[[str], None] | None = None,
-             batch_prompts: int = 32, **request_kw) -> dict:
-    """Generate `per_prompt` images for every prompt of the model's dataset and score them."""
+             batch_prompts: int = 32, read_size: int | None = None, **request_kw) -> dict:
+    """Generate `per_prompt` images for every prompt of the model's dataset and score them
+    (emoji models: read at `read_size` px if given, see emoji_eval.evaluate_emoji)."""
     if model_task(pipe.config) == "emoji":
         from .emoji_eval import evaluate_emoji  # the emoji extra is optional: imported only when asked for
-        return evaluate_emoji(pipe, per_prompt, seed, progress, batch_prompts, **request_kw)
+        return evaluate_emoji(pipe, per_prompt, seed, progress, batch_prompts, read_size, **request_kw)
     task = TASKS[model_task(pipe.config)]
     size = pipe.model.image_size
+    if read_size not in (None, size):
+        raise DiffuseError(f"--read-size is for emoji models; a {task.name} model is read at its own size ({size} px)")
     prompts = task.prompts()
     eval_seed(seed, len(prompts) - 1, per_prompt - 1)  # the range, before the reader: it may train for a minute
     reader, info = load_reader(task.name, size, progress)

@@ -209,3 +209,36 @@ def test_eval_of_an_emoji_model_end_to_end(eset, reader, monkeypatch, tmp_path, 
     assert result["reader_accuracy"] == reader[1]["accuracy"]
     assert "concept top-5" in table and "held-out" in table and "real floor" in table and "reader accuracy" in table
     assert format_table(result) == table.rstrip("\n")
+
+
+def test_a_64_px_model_is_read_at_32_px_as_the_32_px_folder_was_built(eset, reader, monkeypatch, tmp_path, capsys):
+    """--read-size 32: a stand-in 64-px model drawing each prompt's real 64-px picture is read by
+    the 32-px reader, its images resized as the builder resizes, and reads as well as the 32-px
+    pictures do; the resized pictures are the 32-px build's within a few 8-bit levels."""
+    from diffuse import cli
+    emoji.build_emoji_folder(tmp_path / "set64", styles=STYLES, size=64, only=CONCEPTS, progress=False)
+    big = emoji_eval.load_emoji_set(tmp_path / "set64")
+    rows = list(emoji_eval.pair_pictures(eset.rows).values())
+    small_pictures = emoji_eval.load_pictures(eset, rows)
+    resized = emoji_eval.resize_as_built(emoji_eval.load_pictures(big, rows), 32)
+    assert resized.shape == small_pictures.shape
+    assert (resized - small_pictures).abs().mean() < 4 / 127.5
+    assert emoji_eval.resize_as_built(small_pictures, 32) is small_pictures
+
+    monkeypatch.setattr(emoji_eval, "PER_STYLE", 3)
+    pictures = {p.prompt: emoji_eval.load_pictures(big, [p.spec])[0]
+                for p in emoji_eval.emoji_prompts(eset, STYLES, per_style=3)}
+    pipe = SimpleNamespace(config={"data": {"kind": "folder", "emoji": {"styles": STYLES}}},
+                           model=SimpleNamespace(image_size=64), name="fake64", model_hash="0" * 64,
+                           sample_batch=lambda requests: torch.stack([pictures[r.prompt] for r in requests
+                                                                      for _ in range(r.n)]), defaults={})
+    folders = []
+    monkeypatch.setattr(emoji, "cached_emoji_folder", lambda size, progress=True: folders.append(size) or eset.folder)
+    monkeypatch.setattr(emoji_eval, "load_emoji_reader", lambda eset, size, progress=None: folders.append(size) or reader)
+    monkeypatch.setattr(cli, "load_pipeline", lambda a: pipe)
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", "--model", "x", "--read-size", "32", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert folders == [32, 32] and (result["model_size"], result["read_size"]) == (64, 32)
+    assert result["adherence"]["seen"]["concept_top1"] > 0.9 and result["adherence"]["held-out"]["style"] > 0.9
+    assert "read at 32 px (its 64-px images resized)" in capsys.readouterr().out

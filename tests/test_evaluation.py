@@ -172,3 +172,12 @@ def test_cli_eval_takes_the_model_as_an_option_but_not_two_models(capsys):
     assert main(["eval", "shapes", "--model", "emoji"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "eval got two models" in err
+
+
+def test_read_size_is_refused_for_a_procedural_model_before_anything_runs():
+    from types import SimpleNamespace
+    from diffuse.errors import DiffuseError
+    from diffuse.evaluation import evaluate
+    pipe = SimpleNamespace(config={"data": {"kind": "shapes"}}, model=SimpleNamespace(image_size=32))
+    with pytest.raises(DiffuseError, match="--read-size is for emoji models"):
+        evaluate(pipe, read_size=64)
