@@ -434,7 +434,7 @@ def format_emoji_table(result: dict) -> str:
     lines = [f"{result.get('model', '')} (emoji): {result['images']} images, {result['prompts']} prompts x "
              f"{result['per_prompt']}, settings {result.get('settings', {})}"
              + (f", read at {result['read_size']} px (its {result['model_size']}-px images resized)"
-                if result.get("read_size", result.get("model_size")) != result.get("model_size") else ""),
+                if result.get("read_size") != result.get("model_size") else ""),
              " " * 18 + "".join(f"{h:>15}" for h in heads)]
     for group, rates in result["adherence"].items():
         lines.append(f"{group:<18}" + "".join(f"{100 * rates[c]:>14.1f}%" for c in cols))
