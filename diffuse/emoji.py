@@ -205,7 +205,7 @@ def emoji_catalogue(flags: bool = False) -> list[Emoji]:
 
 # ----------------------------------------------------------------------------- the styles
 
-def _on_background(art: Image.Image, size: int) -> Image.Image:
+def on_background(art: Image.Image, size: int) -> Image.Image:
     """Composite onto the background at full size, then downsample: resizing after compositing
     keeps the transparent pixels' undefined colour out of the edges."""
     art = art.convert("RGBA")
@@ -410,7 +410,7 @@ def draw_style(style, emoji: list[Emoji], size: int, progress: bool = True) -> t
             unreadable += 1
             continue
         if art is not None:
-            pictures[e.key] = _on_background(art, size)
+            pictures[e.key] = on_background(art, size)
     return pictures, unreadable
 
 

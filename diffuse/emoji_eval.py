@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .data import pil_to_tensor, tensor_to_pil
-from .emoji import STYLES, WITH_NAME
+from .emoji import STYLES, WITH_NAME, on_background
 from .errors import DiffuseError
 from .evaluation import (EvalPrompt, Reader, augment, eval_seed, features, fit_reader, frechet_distance, generate_images,
                          open_cached_reader, sampler_settings, save_reader, within_prompt_spread)
@@ -420,11 +420,12 @@ def evaluate_emoji(pipe, per_prompt: int = 2, seed: int = 0, progress: Callable[
 
 
 def resize_as_built(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Saved images (in [-1, 1], 8-bit levels) at `size` px, resized as the builder resizes its
-    sources (Pillow's Lanczos: emoji.py) and saved as 8-bit PNGs."""
+    """Saved images (in [-1, 1], 8-bit levels) at `size` px, resized by the builder's own step
+    (emoji.on_background: Lanczos; compositing leaves an opaque picture as it is) and saved as
+    8-bit PNGs."""
     if images.shape[-1] == size:
         return images
-    return torch.stack([pil_to_tensor(tensor_to_pil(x).resize((size, size), Image.LANCZOS)) for x in images])
+    return torch.stack([pil_to_tensor(on_background(tensor_to_pil(x), size)) for x in images])
 
 
 def format_emoji_table(result: dict) -> str:

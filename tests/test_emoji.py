@@ -50,7 +50,7 @@ def test_transparency_goes_to_white_and_edges_are_antialiased():
     art = Image.new("RGBA", (128, 128), (0, 0, 0, 0))
     art.paste((200, 0, 0, 255), (0, 0, 64, 128))   # opaque red left half
     art.paste((0, 0, 200, 128), (64, 0, 128, 64))  # half-transparent blue, top right
-    px = np.asarray(emoji._on_background(art, 32), dtype=np.float32)
+    px = np.asarray(emoji.on_background(art, 32), dtype=np.float32)
     assert px.shape == (32, 32, 3)
     assert np.allclose(px[:, :14], (200, 0, 0), atol=2) and np.allclose(px[20:, 20:], 255, atol=1)
     assert np.allclose(px[2:12, 20:], (127, 127, 227), atol=3), "blended with white, not with black"

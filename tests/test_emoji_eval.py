@@ -181,6 +181,18 @@ def test_an_emoji_model_is_recognised_by_its_data_summary():
         model_task({"data": {"kind": "folder"}})
 
 
+def stand_in_model(pictures: dict, size: int, asked: list | None = None) -> SimpleNamespace:
+    """A pipeline of an emoji model of `size` px that draws each prompt's given picture (and notes
+    the prompts it was asked for in `asked`)."""
+    def sample_batch(requests):
+        if asked is not None:
+            asked.extend(r.prompt for r in requests)
+        return torch.stack([pictures[r.prompt] for r in requests for _ in range(r.n)])
+    return SimpleNamespace(config={"data": {"kind": "folder", "emoji": {"styles": STYLES}}},
+                           model=SimpleNamespace(image_size=size), name=f"fake{size}", model_hash="0" * 64,
+                           sample_batch=sample_batch, defaults={})
+
+
 def test_eval_of_an_emoji_model_end_to_end(eset, reader, monkeypatch, tmp_path, capsys):
     """The CLI on a stand-in model that draws each prompt's real picture: the prompts reach the
     sampler, the figures come back, the table and the JSON are written."""
@@ -189,13 +201,7 @@ def test_eval_of_an_emoji_model_end_to_end(eset, reader, monkeypatch, tmp_path, 
     pictures = {p.prompt: emoji_eval.load_pictures(eset, [p.spec])[0]
                 for p in emoji_eval.emoji_prompts(eset, STYLES, per_style=3)}
     asked = []
-
-    def sample_batch(requests):
-        asked.extend(r.prompt for r in requests)
-        return torch.stack([pictures[r.prompt] for r in requests for _ in range(r.n)])
-    pipe = SimpleNamespace(config={"data": {"kind": "folder", "emoji": {"styles": STYLES}}},
-                           model=SimpleNamespace(image_size=32), name="fake", model_hash="0" * 64,
-                           sample_batch=sample_batch, defaults={})
+    pipe = stand_in_model(pictures, 32, asked)
     monkeypatch.setattr(emoji, "cached_emoji_folder", lambda size, progress=True: eset.folder)
     monkeypatch.setattr(emoji_eval, "load_emoji_reader", lambda *a, **k: reader)
     monkeypatch.setattr(cli, "load_pipeline", lambda a: pipe)
@@ -228,10 +234,7 @@ def test_a_64_px_model_is_read_at_32_px_as_the_32_px_folder_was_built(eset, read
     monkeypatch.setattr(emoji_eval, "PER_STYLE", 3)
     pictures = {p.prompt: emoji_eval.load_pictures(big, [p.spec])[0]
                 for p in emoji_eval.emoji_prompts(eset, STYLES, per_style=3)}
-    pipe = SimpleNamespace(config={"data": {"kind": "folder", "emoji": {"styles": STYLES}}},
-                           model=SimpleNamespace(image_size=64), name="fake64", model_hash="0" * 64,
-                           sample_batch=lambda requests: torch.stack([pictures[r.prompt] for r in requests
-                                                                      for _ in range(r.n)]), defaults={})
+    pipe = stand_in_model(pictures, 64)
     folders = []
     monkeypatch.setattr(emoji, "cached_emoji_folder", lambda size, progress=True: folders.append(size) or eset.folder)
     monkeypatch.setattr(emoji_eval, "load_emoji_reader", lambda eset, size, progress=None: folders.append(size) or reader)
